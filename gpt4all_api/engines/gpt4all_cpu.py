@@ -1,0 +1,349 @@
+"""The CPU engine: a GGUF model run in-process by the gpt4all bindings.
+
+The model is loaded once (in the lifespan) and every call into it runs on its own
+``ModelWorker`` thread. Generation goes through ``llmodel_prompt`` directly so that we can
+count prompt tokens (the prompt callback fires once per token), count every generated
+token (the bindings' decoder hides tokens that end mid-UTF-8 sequence), parse special
+tokens in chat prompts, and stop at once when the client goes away (callback -> False).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from gpt4all_api.engines.base import (
+    Capabilities,
+    Done,
+    Engine,
+    Event,
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    Token,
+)
+from gpt4all_api.engines.worker import Job, ModelWorker
+from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
+from gpt4all_api.gguf_meta import GGUFMetadata, read_metadata
+from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
+
+logger = logging.getLogger(__name__)
+
+#: Margin llama.cpp in gpt4all keeps free: prompts longer than n_ctx - 4 are refused.
+CONTEXT_MARGIN = 4
+
+
+class ModelLoadError(RuntimeError):
+    """The model file could not be loaded (bad file, unsupported architecture, ...)."""
+
+
+class _End:
+    """Sentinel closing a generation's event queue."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def _load_gpt4all(path: Path, n_ctx: int, n_threads: int | None, allow_download: bool) -> Any:
+    from gpt4all import GPT4All
+    from gpt4all._pyllmodel import llmodel
+
+    try:
+        model = GPT4All(
+            path.name,
+            model_path=str(path.parent),
+            allow_download=allow_download,
+            device="cpu",
+            n_ctx=n_ctx,
+            verbose=False,
+        )
+    except Exception as exc:  # bindings raise RuntimeError/ValueError/FileNotFoundError
+        raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
+    if not llmodel.llmodel_isModelLoaded(model.model.model):
+        model.close()
+        raise ModelLoadError(f"cannot load {path.name}: the backend rejected the file")
+    if n_threads is not None:
+        model.model.set_thread_count(n_threads)
+    return model
+
+
+class Gpt4AllEngine(Engine):
+    """A chat/completion model served from a local GGUF file."""
+
+    capabilities = Capabilities(completions=True, chat=True, embeddings=False)
+
+    def __init__(
+        self,
+        model_id: str,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_batch: int,
+        n_threads: int | None,
+        allow_download: bool = False,
+    ) -> None:
+        self.model_id = model_id
+        self.path = path
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.n_threads = n_threads
+        self.allow_download = allow_download
+        self.context_length = n_ctx
+        self.metadata: GGUFMetadata | None = None
+        self.template: ChatTemplate | None = None
+        self.load_seconds: float | None = None
+        self._model: Any = None
+        self._worker: ModelWorker | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def worker(self) -> ModelWorker:
+        if self._worker is None:
+            raise RuntimeError("engine not started")
+        return self._worker
+
+    async def start(self) -> None:
+        self._worker = ModelWorker(self.model_id)
+        started = time.perf_counter()
+
+        def load(_: Job) -> tuple[Any, GGUFMetadata | None]:
+            meta = read_metadata(self.path) if self.path.exists() else None
+            model = _load_gpt4all(self.path, self.n_ctx, self.n_threads, self.allow_download)
+            if meta is None and self.path.exists():
+                meta = read_metadata(self.path)
+            return model, meta
+
+        try:
+            self._model, self.metadata = await self._worker.run(load)
+        except BaseException:
+            self._worker.stop()
+            self._worker = None
+            raise
+        self.load_seconds = time.perf_counter() - started
+        meta = self.metadata
+        self.template = chat_template_from_metadata(
+            meta.chat_template if meta else None,
+            meta.bos_token if meta else "",
+            meta.eos_token if meta else "",
+        )
+        if self.template.is_fallback:
+            logger.info("%s has no usable chat template; chat uses ChatML", self.model_id)
+        logger.info("loaded %s in %.2fs (n_ctx=%d)", self.model_id, self.load_seconds, self.n_ctx)
+
+    async def close(self) -> None:
+        worker, model = self._worker, self._model
+        self._worker, self._model = None, None
+        if worker is None:
+            return
+
+        def unload(_: Job) -> None:
+            if model is not None:
+                model.close()
+
+        try:
+            await worker.run(unload)
+        finally:
+            await asyncio.to_thread(worker.stop)
+
+    async def health(self) -> dict[str, Any]:
+        return {"loaded": self.loaded, "queue": self._worker.pending if self._worker else 0}
+
+    async def info(self) -> ModelInfo:
+        created = int(self.path.stat().st_mtime) if self.path.exists() else 0
+        meta = self.metadata
+        return ModelInfo(
+            id=self.model_id,
+            created=created,
+            extra={
+                "capabilities": ["completions", "chat"],
+                "context_length": self.n_ctx,
+                "architecture": meta.architecture if meta else None,
+                "size_bytes": meta.file_size if meta else None,
+                "loaded": self.loaded,
+            },
+        )
+
+    # --- generation ---------------------------------------------------------------------
+
+    def _prompt_text(self, request: GenerationRequest) -> tuple[str, bool]:
+        """The text to feed the model and whether special tokens are parsed in it."""
+        if request.messages is not None:
+            assert self.template is not None
+            return self.template.render(request.messages), True
+        assert request.prompt is not None
+        return request.prompt, False
+
+    def implicit_stops(self, request: GenerationRequest) -> tuple[str, ...]:
+        """End-of-turn markers that end a chat reply even when they are not the EOS token."""
+        if request.messages is not None and self.template is not None:
+            return self.template.end_of_turn
+        return ()
+
+    async def check_prompt_fits(self, request: GenerationRequest) -> None:
+        """Probe: tokenize and stop at the first prompt token (evaluating one token)."""
+        text, special = self._prompt_text(request)
+        too_long = await self.worker.run(lambda job: self._probe(job, text, special))
+        if too_long:
+            raise self._context_error(request)
+
+    def _probe(self, job: Job, text: str, special: bool) -> bool:
+        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
+
+        too_long = False
+
+        def on_prompt(_: int) -> bool:
+            return False
+
+        def on_response(token_id: int, _: bytes) -> bool:
+            nonlocal too_long
+            too_long = token_id == -1
+            return False
+
+        lm = self._model.model
+        lm._set_context(n_predict=0, n_batch=1, reset_context=True)
+        llmodel.llmodel_prompt(
+            lm.model,
+            text.encode(),
+            b"%1",
+            PromptCallback(on_prompt),
+            ResponseCallback(on_response),
+            True,
+            lm.context,
+            special,
+            ctypes.c_char_p(),
+        )
+        return too_long
+
+    def _context_error(self, request: GenerationRequest) -> ContextLengthExceeded:
+        param = "messages" if request.messages is not None else "prompt"
+        return ContextLengthExceeded(
+            f"This model's maximum context length is {self.n_ctx} tokens "
+            f"(at most {self.n_ctx - CONTEXT_MARGIN} of them for the prompt), but your "
+            f"{param} is longer. Please shorten your {param}.",
+            param=param,
+        )
+
+    async def stream(
+        self, request: GenerationRequest, stop: threading.Event | None = None
+    ) -> AsyncIterator[Event]:
+        if self._model is None:
+            raise InvalidRequest(f"Model {self.model_id} is not loaded.", param="model")
+        text, special = self._prompt_text(request)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event | _End] = asyncio.Queue()
+
+        def emit(item: Event | _End) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+        def run(job: Job) -> None:
+            try:
+                self._generate(job, text, special, request, emit, stop or threading.Event())
+            except BaseException as exc:
+                emit(_End(exc))
+            else:
+                emit(_End())
+
+        job = self.worker.submit(run)
+        try:
+            while True:
+                item = await events.get()
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        if isinstance(item.error, _PromptTooLong):
+                            raise self._context_error(request)
+                        raise item.error
+                    return
+                yield item
+        finally:
+            job.cancel()
+
+    def _generate(
+        self,
+        job: Job,
+        text: str,
+        special: bool,
+        request: GenerationRequest,
+        emit: Any,
+        stop: threading.Event,
+    ) -> None:
+        """Runs on the worker thread: one generation, events pushed to the event loop."""
+        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
+
+        p = request.params
+        limit = p.max_tokens
+        n_predict = limit if limit is not None else self.n_ctx
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        prompt_tokens = 0
+        generated = 0
+        finish: FinishReason = "stop"
+        overflow = False
+
+        def on_prompt(_: int) -> bool:
+            nonlocal prompt_tokens
+            prompt_tokens += 1
+            return not job.cancelled.is_set()
+
+        def on_response(token_id: int, piece: bytes) -> bool:
+            nonlocal generated, finish, overflow
+            if token_id == -1:
+                overflow = True
+                return False
+            if job.cancelled.is_set() or stop.is_set():
+                return False
+            generated += 1
+            out = decoder.decode(piece)
+            if out:
+                emit(Token(out))
+            if generated >= n_predict:
+                finish = "length"
+            elif limit is None and prompt_tokens + generated >= self.n_ctx:
+                finish = "length"  # context full: OpenAI's "length" when max_tokens is unset
+                return False
+            return not stop.is_set()
+
+        lm = self._model.model
+        lm._set_context(
+            n_predict=n_predict,
+            top_k=p.top_k if p.top_k > 0 else 0,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            temp=p.temperature,
+            n_batch=self.n_batch,
+            repeat_penalty=p.repeat_penalty,
+            repeat_last_n=p.repeat_last_n,
+            context_erase=0.75,
+            reset_context=True,
+        )
+        llmodel.llmodel_prompt(
+            lm.model,
+            text.encode(),
+            b"%1",
+            PromptCallback(on_prompt),
+            ResponseCallback(on_response),
+            True,
+            lm.context,
+            special,
+            ctypes.c_char_p(),
+        )
+        if overflow:
+            raise _PromptTooLong()
+        tail = decoder.decode(b"", final=True)
+        if tail and not job.cancelled.is_set():
+            emit(Token(tail))
+        if n_predict == 0:
+            finish = "length"
+        emit(Done(finish, prompt_tokens, generated))
+
+
+class _PromptTooLong(Exception):
+    pass

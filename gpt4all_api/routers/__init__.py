@@ -1,0 +1,1 @@
+"""Thin HTTP routers: parse, delegate to services, return."""

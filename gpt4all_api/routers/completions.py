@@ -1,0 +1,35 @@
+"""``POST /v1/completions``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gpt4all_api.protocol.completions import CreateCompletionRequest, CreateCompletionResponse
+from gpt4all_api.registry import ModelRegistry
+from gpt4all_api.routers.deps import get_registry, get_settings
+from gpt4all_api.services.generation import plan_completion, respond
+from gpt4all_api.settings import Settings
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post(
+    "/v1/completions",
+    response_model=CreateCompletionResponse,
+    summary="Create a completion (streamed as SSE when stream is true)",
+)
+async def create_completion(
+    body: CreateCompletionRequest,
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    registry: Annotated[ModelRegistry, Depends(get_registry)],
+) -> JSONResponse | StreamingResponse:
+    engine = registry.get(body.model, "completions")
+    plans = plan_completion(body, settings)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await respond(
+        request, engine, "completion", engine.model_id, plans, bool(body.stream), include_usage
+    )

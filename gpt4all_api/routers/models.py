@@ -1,0 +1,38 @@
+"""``GET /v1/models`` and ``GET /v1/models/{model}``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from gpt4all_api.engines.base import ModelInfo
+from gpt4all_api.errors import ModelNotFound
+from gpt4all_api.protocol.models import ListModelsResponse, Model
+from gpt4all_api.registry import ModelRegistry
+from gpt4all_api.routers.deps import get_registry
+
+router = APIRouter(tags=["models"])
+
+
+def _model(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "object": "model",
+        "created": info.created,
+        "owned_by": info.owned_by,
+        **info.extra,
+    }
+
+
+@router.get("/v1/models", response_model=ListModelsResponse, summary="List the served models")
+async def list_models(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> dict:
+    return {"object": "list", "data": [_model(i) for i in await registry.infos()]}
+
+
+@router.get("/v1/models/{model:path}", response_model=Model, summary="Describe one model")
+async def get_model(model: str, registry: Annotated[ModelRegistry, Depends(get_registry)]) -> dict:
+    for info in await registry.infos():
+        if info.id == model or info.id + ".gguf" == model:
+            return _model(info)
+    raise ModelNotFound(model, registry.ids)

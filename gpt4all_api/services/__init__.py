@@ -1,0 +1,1 @@
+"""Serving logic shared by the routers and independent of the engine."""

@@ -1,0 +1,108 @@
+"""Chat prompts rendered with the model's own Jinja template, in a sandbox.
+
+A chat template comes from the model file, so it is untrusted code: it runs in Jinja's
+``ImmutableSandboxedEnvironment`` (no attribute tricks, no mutation of our objects).
+Models without a template use ChatML, the most common format for small instruct models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from gpt4all_api.engines.base import ChatTurn
+from gpt4all_api.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+#: End-of-turn markers of common templates; the ones a template uses become implicit
+#: stop strings, so generation ends at end of turn even where it is not the EOS token.
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    source: str
+    bos_token: str = ""
+    eos_token: str = ""
+    is_fallback: bool = False
+
+    @cached_property
+    def _compiled(self) -> jinja2.Template:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        return env.from_string(self.source)
+
+    def validate(self) -> None:
+        """Compile now so a broken template is reported at model load, not per request."""
+        _ = self._compiled
+
+    @cached_property
+    def end_of_turn(self) -> tuple[str, ...]:
+        markers = [m for m in END_OF_TURN_MARKERS if m in self.source]
+        if self.eos_token and self.eos_token not in markers:
+            markers.append(self.eos_token)
+        return tuple(markers)
+
+    def render(self, messages: Sequence[ChatTurn]) -> str:
+        payload: list[dict[str, Any]] = []
+        for m in messages:
+            d: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.name:
+                d["name"] = m.name
+            payload.append(d)
+        try:
+            return self._compiled.render(
+                messages=payload,
+                add_generation_prompt=True,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except jinja2.TemplateError as exc:
+            # Templates raise for conversations they do not support (e.g. roles not
+            # alternating): that is the client's request, not a server fault.
+            raise InvalidRequest(
+                f"The model's chat template rejected these messages: {exc}", param="messages"
+            ) from exc
+        except Exception as exc:
+            logger.warning("chat template failed: %r", exc)
+            raise InvalidRequest(
+                f"The model's chat template could not render these messages: {exc}",
+                param="messages",
+            ) from exc
+
+
+def chat_template_from_metadata(
+    template: str | None, bos_token: str = "", eos_token: str = ""
+) -> ChatTemplate:
+    if template:
+        tpl = ChatTemplate(template, bos_token, eos_token)
+        try:
+            tpl.validate()
+            return tpl
+        except jinja2.TemplateError as exc:
+            logger.warning("model chat template does not compile (%s); using ChatML", exc)
+    return ChatTemplate(CHATML_TEMPLATE, bos_token, eos_token, is_fallback=True)
