@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     default_top_p: float = Field(1.0, ge=0.0, le=1.0)
     default_top_k: int = Field(40, ge=0, le=100000)
     default_min_p: float = Field(0.0, ge=0.0, le=1.0)
-    default_repeat_penalty: float = Field(1.18, ge=0.0, le=10.0)
+    default_repeat_penalty: float = Field(1.0, ge=0.0, le=10.0)
     default_repeat_last_n: int = Field(64, ge=0, le=100000)
 
     # --- request limits ----------------------------------------------------------------------
