@@ -11,14 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server import Server, run_server  # noqa: E402
-from tinymodel import build_tiny_model  # noqa: E402
+from server import Server, run_server
+from tinymodel import build_tiny_model
 
-from gpt4all_api.models import (  # noqa: E402
+from gpt4all_api.models import (
     DEFAULT_CHAT_MODEL_FILE,
     PACKAGE_MODELS_DIR,
 )
-from gpt4all_api.models.fetch import fetch_defaults  # noqa: E402
+from gpt4all_api.models.fetch import fetch_defaults
 
 SMOL = DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf")
 TINY = "tiny-test-model"
@@ -39,7 +39,9 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smol_server(default_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def smol_server(
+    default_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The default configuration: SmolLM2 on CPU, as `make run` serves it."""
     log = tmp_path_factory.mktemp("smol-server") / "server.log"
     with run_server({"MODELS_DIR": str(default_models_dir), "MODEL": SMOL}, log) as server:
@@ -47,7 +49,9 @@ def smol_server(default_models_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
-def tiny_server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def tiny_server(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """A deterministic tiny model, for exact assertions on text and token counts."""
     log = tmp_path_factory.mktemp("tiny-server") / "server.log"
     env = {

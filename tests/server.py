@@ -51,6 +51,7 @@ def run_server(
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_LEVEL": "info",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **env,
     }
     with log_path.open("wb") as log:

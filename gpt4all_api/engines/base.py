@@ -56,7 +56,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class Token:
+    """Text of ``tokens`` generated tokens (usually one; text may be empty while a UTF-8
+    sequence is incomplete). The service counts them to report exact usage when a stop
+    sequence ends generation while the backend has already run ahead."""
+
     text: str
+    tokens: int = 1
 
 
 @dataclass(frozen=True, slots=True)

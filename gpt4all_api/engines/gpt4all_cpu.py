@@ -301,9 +301,7 @@ class Gpt4AllEngine(Engine):
             if job.cancelled.is_set() or stop.is_set():
                 return False
             generated += 1
-            out = decoder.decode(piece)
-            if out:
-                emit(Token(out))
+            emit(Token(decoder.decode(piece)))
             if generated >= n_predict:
                 finish = "length"
             elif limit is None and prompt_tokens + generated >= self.n_ctx:
@@ -339,7 +337,7 @@ class Gpt4AllEngine(Engine):
             raise _PromptTooLong()
         tail = decoder.decode(b"", final=True)
         if tail and not job.cancelled.is_set():
-            emit(Token(tail))
+            emit(Token(tail, tokens=0))
         if n_predict == 0:
             finish = "length"
         emit(Done(finish, prompt_tokens, generated))

@@ -219,12 +219,16 @@ async def run_choice(
     stop_event = threading.Event()
     matcher = StopMatcher([*request.params.stop, *engine.implicit_stops(request)])
     done: Done | None = None
+    consumed = 0
     async with aclosing(engine.stream(request, stop_event)) as events:
         async for event in events:
             if on_start is not None:
                 await on_start()
                 on_start = None
             if isinstance(event, Token):
+                if matcher.stopped:
+                    continue  # the backend ran ahead of the stop; not part of the answer
+                consumed += event.tokens
                 out = matcher.feed(event.text)
                 if out:
                     await _maybe_await(on_text(out))
@@ -240,8 +244,11 @@ async def run_choice(
         tail = matcher.flush()
         if tail:
             await _maybe_await(on_text(tail))
-    finish: FinishReason = "stop" if matcher.stopped else done.finish_reason
-    return ChoiceOutcome(finish, done.prompt_tokens, done.completion_tokens)
+    if matcher.stopped:
+        # usage counts the tokens up to the one completing the stop string, so it does not
+        # depend on how far the backend ran before it saw the stop signal
+        return ChoiceOutcome("stop", done.prompt_tokens, min(consumed, done.completion_tokens))
+    return ChoiceOutcome(done.finish_reason, done.prompt_tokens, done.completion_tokens)
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:
