@@ -8,10 +8,22 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from gpt4all_api.settings import Settings
+
+
+def preflight(settings: Settings) -> str | None:
+    """Problems that would make start-up fail, as one clear line (no traceback)."""
+    if settings.inference_mode == "cpu":
+        from gpt4all_api.registry import resolve_model_path
+
+        try:
+            resolve_model_path(settings)
+        except FileNotFoundError as exc:
+            return str(exc)
+    return None
+
 
 def main() -> int:
-    from gpt4all_api.settings import Settings
-
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -25,6 +37,10 @@ def main() -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    problem = preflight(settings)
+    if problem:
+        sys.stderr.write(f"Cannot start: {problem}\n")
+        return 2
     if settings.reload:
         uvicorn.run(
             "gpt4all_api.asgi:app",
