@@ -500,3 +500,22 @@ def test_non_streamed_disconnect_frees_the_model(smol_server: Server) -> None:
     )
     assert r.status_code == 200
     assert time.perf_counter() - start < 5.0
+
+
+def test_smol_edge_inputs_do_not_crash(smol_server: Server) -> None:
+    # SmolLM2 adds no BOS: an empty prompt would be zero tokens, which aborts llama.cpp
+    cases = [
+        ("/completions", {"prompt": "", "max_tokens": 3}),
+        ("/chat/completions", {"messages": [{"role": "user", "content": ""}], "max_tokens": 3}),
+        (
+            "/chat/completions",
+            {"messages": [{"role": "assistant", "content": "hi"}], "max_tokens": 3},
+        ),
+        ("/completions", {"prompt": "😀 日本語", "max_tokens": 8, "temperature": 2, "top_p": 0}),
+        ("/completions", {"prompt": "x", "max_tokens": 3, "top_k": 0, "min_p": 0.5}),
+    ]
+    for path, body in cases:
+        r = httpx.post(smol_server.v1 + path, json={"model": SMOL, **body}, timeout=60)
+        assert r.status_code == 200, (body, r.text)
+        assert r.json()["usage"]["completion_tokens"] <= body["max_tokens"]
+    assert smol_server.alive()

@@ -181,6 +181,15 @@ class Gpt4AllEngine(Engine):
             assert self.template is not None
             return self.template.render(request.messages), True
         assert request.prompt is not None
+        if request.prompt == "":
+            # An empty prompt is zero tokens for models that add no BOS, and sampling with
+            # no logits aborts the process: start from the BOS (or EOS) token instead, as
+            # OpenAI starts from <|endoftext|>.
+            meta = self.metadata
+            start = (meta.bos_token or meta.eos_token) if meta else ""
+            if not start:
+                raise InvalidRequest("'prompt' must not be empty for this model.", param="prompt")
+            return start, True
         return request.prompt, False
 
     def implicit_stops(self, request: GenerationRequest) -> tuple[str, ...]:
