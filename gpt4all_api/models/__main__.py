@@ -1,8 +1,9 @@
 """Command line for model files: ``python -m gpt4all_api.models <command>``.
 
-Only ``fetch-default`` exists today; the argparse sub-command layout leaves room
-for ``list``/``pull``/``rm``. Progress is logged to stderr, results (paths) go to
-stdout so scripts and the Dockerfile can consume them.
+``fetch-default`` builds the default models; ``list``/``pull``/``rm`` manage the
+models directory and the gpt4all catalog (:mod:`gpt4all_api.models.manage`). Also
+reachable as ``python -m gpt4all_api models <command>``. Progress is logged to stderr,
+results (paths) go to stdout so scripts and the Dockerfile can consume them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--chat-only", action="store_true", help="only the chat model")
     only.add_argument("--embedding-only", action="store_true", help="only the embedding model")
     fetch.set_defaults(func=_cmd_fetch_default)
+
+    from gpt4all_api.models.manage import add_commands
+
+    add_commands(sub)  # list, pull, rm
     return parser
 
 

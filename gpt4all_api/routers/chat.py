@@ -27,9 +27,13 @@ async def create_chat_completion(
     settings: Annotated[Settings, Depends(get_settings)],
     registry: Annotated[ModelRegistry, Depends(get_registry)],
 ) -> JSONResponse | StreamingResponse:
-    engine = registry.get(body.model, "chat")
     plans = plan_chat(body, settings)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await respond(
-        request, engine, "chat", engine.model_id, plans, bool(body.stream), include_usage
-    )
+    # The lease holds the model (loaded on demand, never unloaded while held) until the
+    # response is complete: for a stream, until its body ends.
+    async with registry.acquire(body.model, "chat") as lease:
+        engine = lease.engine
+        response = await respond(
+            request, engine, "chat", engine.model_id, plans, bool(body.stream), include_usage
+        )
+        return lease.keep_until_sent(response)

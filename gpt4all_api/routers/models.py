@@ -1,4 +1,12 @@
-"""``GET /v1/models`` and ``GET /v1/models/{model}``."""
+"""``GET /v1/models`` and ``GET /v1/models/{model}``.
+
+Every usable model is listed: the GGUF files in MODELS_DIR (chat/completion and embedding
+models, loaded or not) and, with ALLOW_DOWNLOAD, configured models still to be fetched.
+Extra fields say what each can do: ``capabilities``, ``context_length``,
+``architecture``, ``size_bytes``, ``loaded``, ``in_use``, ``source``. Files that cannot be
+served (corrupt, truncated, unsupported) are left out, with a warning in the log; naming
+one in a request gives 400 ``model_load_failed`` with the reason.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from gpt4all_api.engines.base import ModelInfo
-from gpt4all_api.errors import ModelNotFound
 from gpt4all_api.protocol.models import ListModelsResponse, Model
 from gpt4all_api.registry import ModelRegistry
 from gpt4all_api.routers.deps import get_registry
@@ -32,7 +39,4 @@ async def list_models(registry: Annotated[ModelRegistry, Depends(get_registry)])
 
 @router.get("/v1/models/{model:path}", response_model=Model, summary="Describe one model")
 async def get_model(model: str, registry: Annotated[ModelRegistry, Depends(get_registry)]) -> dict:
-    for info in await registry.infos():
-        if info.id == model or info.id + ".gguf" == model:
-            return _model(info)
-    raise ModelNotFound(model, registry.ids)
+    return _model(await registry.info(model))

@@ -1,0 +1,130 @@
+"""``/v1/embeddings`` on top of an embedding engine: input checks, encoding, usage.
+
+Inputs are checked before any model is touched: token arrays are refused (the server has
+no tokenizer for clients to match), and so are empty texts (OpenAI refuses them too; the
+backend would embed junk for them). ``base64`` is little-endian float32, byte for byte
+what OpenAI sends, so ``numpy.frombuffer(base64.b64decode(s), dtype="<f4")`` round-trips
+and equals the ``float`` output exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable
+from contextlib import suppress
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from fastapi import Request
+
+from gpt4all_api.engines.embed import EmbeddingResult, has_tokens
+from gpt4all_api.errors import APIError, InvalidRequest
+from gpt4all_api.protocol.embeddings import CreateEmbeddingRequest
+from gpt4all_api.settings import Settings
+from gpt4all_api.shutdown import ShuttingDown
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Embedder(Protocol):
+    model_id: str
+
+    async def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingResult: ...
+
+
+def embedding_inputs(body: CreateEmbeddingRequest, settings: Settings) -> list[str]:
+    """The texts to embed, or a 400 naming the offending input."""
+    raw = body.input
+    texts: list[str]
+    if isinstance(raw, str):
+        texts = [raw]
+        where = ["input"]
+    else:
+        if not raw:
+            raise InvalidRequest("'input' must not be an empty list.", param="input")
+        if not all(isinstance(t, str) for t in raw):
+            raise InvalidRequest(
+                "Token arrays are not supported for 'input': send a string or a list of "
+                "strings (this server tokenizes with the model's own tokenizer).",
+                param="input",
+            )
+        texts = [str(t) for t in raw]
+        where = [f"input[{i}]" for i in range(len(texts))]
+    if len(texts) > settings.max_embedding_inputs:
+        raise InvalidRequest(
+            f"'input' may hold at most {settings.max_embedding_inputs} texts.", param="input"
+        )
+    for text, param in zip(texts, where, strict=True):
+        if not has_tokens(text):
+            what = "an empty string" if not text else "only whitespace or control characters"
+            raise InvalidRequest(f"'{param}' is {what}: there is nothing to embed.", param=param)
+    return texts
+
+
+def encode(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    # float32 values, as in the base64 form (the backend computes in float32).
+    return np.asarray(vector, dtype=np.float32).tolist()
+
+
+def embedding_response(model: str, result: EmbeddingResult, encoding_format: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode(v, encoding_format)}
+            for i, v in enumerate(result.vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``, cancelling it (the backend stops between batches) if the client leaves."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        logger.info("client disconnected; embedding cancelled")
+        with suppress(asyncio.CancelledError, APIError):
+            await task
+        raise APIError("Client disconnected.", status_code=499, type="client_disconnected")
+    return task.result()
+
+
+async def create_embeddings(
+    request: Request, engine: Embedder, body: CreateEmbeddingRequest, texts: list[str]
+) -> dict[str, Any]:
+    """Embed under the same admission queue (MAX_QUEUE, QUEUE_TIMEOUT) and shutdown rules
+    as generation; the client leaving cancels the work (between backend batches)."""
+    state = request.app.state
+    shutdown = getattr(state, "shutdown", None)
+    if shutdown is not None and shutdown.draining:
+        raise ShuttingDown()
+    admission = getattr(state, "admission", None)
+
+    async def work() -> EmbeddingResult:
+        if admission is None:
+            return await engine.embed(texts, body.dimensions)
+        gate = admission.gate(engine.model_id, getattr(engine, "max_concurrency", None))
+        async with await gate.acquire():
+            return await engine.embed(texts, body.dimensions)
+
+    result = await until_disconnected(request, work())
+    return embedding_response(engine.model_id, result, body.encoding_format)
