@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 OPENAI028_VENV ?= .venv-openai028
 PYTEST_ARGS ?=
 
-.PHONY: help venv dev-venv models run dev test lint format bench clean
+.PHONY: help venv dev-venv models run dev test lint format bench loadtest clean
 .PHONY: docker-build docker-up docker-up-gpu docker-dev docker-down docker-logs
 
 help:
@@ -15,6 +15,7 @@ help:
 	@echo "make test     - install test dependencies and run the whole suite"
 	@echo "make lint     - ruff check + format check"
 	@echo "make bench    - benchmarks (see bench/)"
+	@echo "make loadtest - concurrent clients against a local server (LOADTEST_ARGS=...)"
 	@echo "make docker-build / docker-up / docker-up-gpu / docker-dev / docker-down / docker-logs"
 	@echo "               - the Docker flow (docs/docker.md)"
 
@@ -58,6 +59,10 @@ format: dev-venv
 
 bench: dev-venv models
 	$(PY) bench/bench_inference.py
+
+LOADTEST_ARGS ?= --clients 16 --duration 20 --max-queue 8 --n-threads 1
+loadtest: dev-venv models
+	$(PY) bench/load_test.py $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OPENAI028_VENV) .pytest_cache .ruff_cache

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-import logging
+import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 from pydantic import ValidationError
 
+from gpt4all_api.logs import configure_logging
 from gpt4all_api.settings import Settings
+
+#: uvicorn's own last resort, after our grace period has ended what was left.
+SHUTDOWN_BACKSTOP_SECONDS = 5.0
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, telling the app when shutdown starts (uvicorn itself tells it only after
+    every connection has closed): the app drains, lets in-flight requests finish within
+    GRACEFUL_SHUTDOWN_SECONDS and then ends what is left cleanly."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets=sockets)
 
 
 def preflight(settings: Settings) -> str | None:
@@ -24,6 +43,10 @@ def preflight(settings: Settings) -> str | None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["models"]:  # `python -m gpt4all_api models list|pull|rm|fetch-default`
+        from gpt4all_api.models.__main__ import main as models_main
+
+        return models_main(sys.argv[2:])
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -33,10 +56,7 @@ def main() -> int:
         ]
         sys.stderr.write("Invalid settings:\n" + "\n".join(lines) + "\n")
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     problem = preflight(settings)
     if problem:
         sys.stderr.write(f"Cannot start: {problem}\n")
@@ -54,14 +74,19 @@ def main() -> int:
         return 0
     from gpt4all_api.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,  # configure_logging's handler: one format, request ids
+        access_log=False,  # the service writes its own access line, with tokens and timings
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds + SHUTDOWN_BACKSTOP_SECONDS,
     )
-    return 0
+    server = GracefulServer(config, app.state.shutdown.begin)
+    server.run()
+    return 0 if server.started else 3
 
 
 if __name__ == "__main__":

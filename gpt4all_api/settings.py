@@ -6,11 +6,13 @@ with a message naming the variable, instead of failing on the first request.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gpt4all_api.models import (
     DEFAULT_CHAT_MODEL_FILE,
@@ -48,11 +50,20 @@ class Settings(BaseSettings):
     )
     embedding_model: str = Field(
         DEFAULT_EMBEDDING_MODEL_FILE.removesuffix(".gguf"),
-        description="Embedding model for /v1/embeddings (empty string disables the route).",
+        description="Embedding model loaded at start-up for /v1/embeddings (requests may "
+        "name any embedding GGUF in MODELS_DIR; empty: none loaded at start-up).",
     )
     models_dir: Path = Field(PACKAGE_MODELS_DIR, description="Directory holding GGUF files.")
+    builtin_models_dir: Path | None = Field(
+        None,
+        description="Second, read-only directory searched for MODEL after MODELS_DIR (the "
+        "Docker image keeps its baked-in default models there; unset: none).",
+    )
     allow_download: bool = Field(
-        False, description="Download MODEL from the gpt4all catalog when it is not on disk."
+        False,
+        description="Download models missing from MODELS_DIR from the gpt4all catalog "
+        "(CATALOG_URL): MODEL and EMBEDDING_MODEL at start-up, and any catalog model a "
+        "request names.",
     )
     n_threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads per model (unset: gpt4all's default)."
@@ -63,12 +74,49 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="Models kept in memory at once (LRU, idle models unloaded)."
     )
 
+    # --- model management ------------------------------------------------------------------
+    catalog_url: str = Field(
+        "https://gpt4all.io/models/models3.json",
+        min_length=1,
+        description="gpt4all model catalog (models3.json) used by ALLOW_DOWNLOAD and "
+        "`python -m gpt4all_api models pull`: an http(s):// or file:// URL (a mirror).",
+    )
+    catalog_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds to wait for the catalog (and download I/O)."
+    )
+    model_wait_timeout: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds a request for a model that is not loaded waits for a free slot "
+        "when all MAX_LOADED_MODELS are busy; then 503 with Retry-After.",
+    )
+    max_embedding_inputs: int = Field(
+        2048, ge=1, le=100000, description="Most inputs in one /v1/embeddings request."
+    )
+    embedding_n_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="CPU threads per embedding model. 1 is the fastest for small BERT models "
+        "on small machines (measured on a busy 2-core VM: 2 ms per short text with 1 thread, "
+        "0.5 s with 2).",
+    )
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _check_catalog_url(cls, v: str) -> str:
+        v = v.strip()
+        if urlsplit(v).scheme not in ("http", "https", "file"):
+            raise ValueError("CATALOG_URL must be an http://, https:// or file:// URL")
+        return v
+
     # --- sampling defaults (a request's own values win) ------------------------------------
     default_temperature: float = Field(1.0, ge=0.0, le=2.0)
     default_top_p: float = Field(1.0, ge=0.0, le=1.0)
     default_top_k: int = Field(40, ge=0, le=100000)
     default_min_p: float = Field(0.0, ge=0.0, le=1.0)
-    default_repeat_penalty: float = Field(1.0, ge=0.0, le=10.0)
+    default_repeat_penalty: float = Field(1.18, ge=0.0, le=10.0)
     default_repeat_last_n: int = Field(64, ge=0, le=100000)
 
     # --- request limits ----------------------------------------------------------------------
@@ -77,6 +125,152 @@ class Settings(BaseSettings):
     )
     max_n: int = Field(8, ge=1, le=128, description="Largest n a request may ask.")
     max_prompts: int = Field(32, ge=1, description="Most prompts in one /v1/completions list.")
+
+    # --- gpu mode (INFERENCE_MODE=gpu: proxy to an inference server) ------------------------
+    gpu_url: str | None = Field(
+        None,
+        description="Base URL of the upstream (required in gpu mode), e.g. http://tgi:80 for "
+        "text-generation-inference or http://vllm:8000/v1 for an OpenAI-compatible server.",
+    )
+    gpu_backend: Literal["tgi", "openai"] = Field(
+        "tgi",
+        description="tgi: HuggingFace text-generation-inference; openai: any "
+        "OpenAI-compatible server (vLLM, llama.cpp's server, another gpt4all-api, ...).",
+    )
+    gpu_model_id: str | None = Field(
+        None,
+        description="Model id reported to clients (unset: the upstream's own id). When set, "
+        "the service starts even while the upstream is still down.",
+    )
+    gpu_api_key: SecretStr | None = Field(
+        None,
+        description="Bearer token sent to the upstream (vLLM's --api-key, a hosted endpoint, "
+        "an authenticating proxy in front of TGI); never logged.",
+    )
+    gpu_connect_timeout: float = Field(
+        5.0, gt=0, le=300, description="Seconds to open a connection to the upstream."
+    )
+    gpu_read_timeout: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for the upstream's next bytes (the first token included).",
+    )
+    gpu_max_connections: int = Field(
+        64, ge=1, le=4096, description="Most concurrent connections to the upstream."
+    )
+    gpu_startup_timeout: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Seconds start-up waits for the upstream's model info when GPU_MODEL_ID "
+        "is unset (with GPU_MODEL_ID set it does not wait).",
+    )
+
+    # --- hardening: access control, limits, overload, observability, shutdown ----------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys accepted as `Authorization: Bearer <key>` (comma-separated or a "
+        "JSON list). Empty, with no API_KEYS_FILE: no authentication. Never logged.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with more API keys, one per line ('#' starts a comment)."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS (comma-separated or a JSON list; '*' for "
+        "any). Empty: CORS headers are never sent.",
+    )
+    cors_allow_credentials: bool = Field(
+        False, description="Let browsers send cookies / credentials cross-origin (CORS)."
+    )
+    max_queue: int = Field(
+        16,
+        ge=0,
+        le=100000,
+        description="Requests that may wait per model while it is busy; more get 429 at once.",
+    )
+    queue_timeout: float = Field(
+        120.0,
+        ge=0,
+        le=86400,
+        description="Seconds a request may wait in the queue before it fails with 503 "
+        "queue_timeout (0: no limit).",
+    )
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest request body in bytes (more: 413)."
+    )
+    max_stop_length: int = Field(
+        256, ge=1, le=4096, description="Longest stop sequence, in characters."
+    )
+    graceful_shutdown_seconds: float = Field(
+        20.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM: seconds in-flight requests get to finish before the rest are "
+        "cancelled (streams end with an error event, then [DONE]).",
+    )
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without an API key even when API keys are set."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line."
+    )
+
+    _file_api_keys: list[SecretStr] = PrivateAttr(default_factory=list)
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        """Environment lists: a JSON list, or comma-separated values; blanks dropped."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    v = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a valid JSON list: {exc.msg}") from None
+            else:
+                v = text.split(",")
+        if isinstance(v, list | tuple):
+            out = []
+            for item in v:
+                raw = item.get_secret_value() if isinstance(item, SecretStr) else item
+                if not isinstance(raw, str):
+                    raise ValueError("must be a list of strings")
+                if raw.strip():
+                    out.append(raw.strip())
+            return out
+        return v
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @model_validator(mode="after")
+    def _read_api_keys_file(self) -> Settings:
+        if self.api_keys_file is None:
+            return self
+        try:
+            text = self.api_keys_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"API_KEYS_FILE {self.api_keys_file} cannot be read: {exc}") from None
+        keys = [line.strip() for line in text.splitlines()]
+        self._file_api_keys = [SecretStr(k) for k in keys if k and not k.startswith("#")]
+        if not self._file_api_keys:
+            raise ValueError(f"API_KEYS_FILE {self.api_keys_file} holds no keys")
+        return self
+
+    def all_api_keys(self) -> list[SecretStr]:
+        """API_KEYS plus the keys read from API_KEYS_FILE (empty: no authentication)."""
+        return [*self.api_keys, *self._file_api_keys]
+
+    @field_validator("builtin_models_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("model", "embedding_model")
     @classmethod
@@ -87,4 +281,33 @@ class Settings(BaseSettings):
     def _check_models_dir(self) -> Settings:
         if self.models_dir.exists() and not self.models_dir.is_dir():
             raise ValueError(f"MODELS_DIR {self.models_dir} exists and is not a directory")
+        return self
+
+    @field_validator("gpu_url", "gpu_model_id", "gpu_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("gpu_url")
+    @classmethod
+    def _check_gpu_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        url = v.strip().rstrip("/")
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"GPU_URL must be an http:// or https:// URL with a host, not {v!r}")
+        if parsed.query or parsed.fragment:
+            raise ValueError("GPU_URL must not have a query or fragment")
+        return url
+
+    @model_validator(mode="after")
+    def _check_gpu_mode(self) -> Settings:
+        if self.inference_mode == "gpu" and self.gpu_url is None:
+            raise ValueError(
+                "GPU_URL is required when INFERENCE_MODE=gpu (e.g. http://tgi:80 for "
+                "text-generation-inference)"
+            )
+        if self.gpu_model_id is not None:
+            self.gpu_model_id = self.gpu_model_id.strip()
         return self

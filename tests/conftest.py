@@ -11,6 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_fixtures import (  # noqa: F401 - GPU mode fixtures
+    fake_tgi,
+    openai_upstream_client,
+    openai_upstream_server,
+    tgi_client,
+    tgi_server,
+)
+from hardening_fixtures import loop_models_dir  # noqa: F401 - hardening tests
 from server import Server, run_server
 from tinymodel import build_tiny_model
 

@@ -378,7 +378,12 @@ def test_concurrent_clients_all_get_correct_answers(tiny_server: Server) -> None
     def one(i: int) -> tuple[int, dict]:
         r = httpx.post(
             tiny_server.v1 + "/completions",
-            json={"model": TINY, "prompt": "p" * i, "max_tokens": 1 + i % 7, "temperature": 0},
+            json={
+                "model": TINY,
+                "prompt": "p" * (i + 1),
+                "max_tokens": 1 + i % 7,
+                "temperature": 0,
+            },
             timeout=60,
         )
         return i, r.json()
@@ -387,7 +392,7 @@ def test_concurrent_clients_all_get_correct_answers(tiny_server: Server) -> None
         results = list(pool.map(one, range(32)))
     for i, body in results:
         n = 1 + i % 7
-        assert body["usage"]["prompt_tokens"] == prompt_tokens_of("p" * i)
+        assert body["usage"]["prompt_tokens"] == prompt_tokens_of("p" * (i + 1))
         assert body["usage"]["completion_tokens"] == n
         words = ["Hello,", " I", " am", " a", " tiny", " test", " model."]
         assert body["choices"][0]["text"] == "".join(words[:n])

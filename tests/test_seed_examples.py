@@ -110,9 +110,22 @@ def run_example(python: str, source: str, stdin: str = "") -> subprocess.Complet
     )
 
 
+def run_until_success(python: str, source: str, stdin: str = "", attempts: int = 8):
+    """The examples sample (temperature 0.28 / 1.0) and assert on the answer's length; the
+    135M default model ends its answer at once (EOS first) in about a quarter of sampled
+    completions of this prompt, so an example may need another go. Every failure must be
+    that assertion, never a client or protocol error."""
+    for _ in range(attempts):
+        result = run_example(python, source, stdin)
+        if result.returncode == 0:
+            return result
+        assert result.stderr.rstrip().endswith("AssertionError"), result.stderr
+    return result
+
+
 def test_seed_completion_example(openai028_python: str, smol_server: Server) -> None:
     src = COMPLETION_EXAMPLE.format(api_base=smol_server.v1, model=SMOL)
-    result = run_example(openai028_python, src)
+    result = run_until_success(openai028_python, src)
     assert result.returncode == 0, result.stderr
     assert "Who is Michael Jordan?" in result.stdout  # echo=True
     assert '"finish_reason"' in result.stdout and '"usage"' in result.stdout

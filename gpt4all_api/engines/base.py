@@ -90,6 +90,9 @@ class Engine(ABC):
     model_id: str
     capabilities: Capabilities = Capabilities()
     context_length: int | None = None
+    #: Requests served at once; more wait in the admission queue (MAX_QUEUE, QUEUE_TIMEOUT).
+    #: None: no limit here, for upstreams that queue and batch themselves (TGI).
+    max_concurrency: int | None = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights / open connections (called once, in the lifespan)."""

@@ -78,6 +78,7 @@ class Gpt4AllEngine(Engine):
     """A chat/completion model served from a local GGUF file."""
 
     capabilities = Capabilities(completions=True, chat=True, embeddings=False)
+    max_concurrency = 1  # one worker thread: one generation at a time
 
     def __init__(
         self,

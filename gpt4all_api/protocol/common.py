@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 #: fields they know but cannot honour are rejected explicitly by the services.
 REQUEST_CONFIG = ConfigDict(extra="ignore", populate_by_name=True)
 
-StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
+#: Length beyond MAX_STOP_LENGTH (a setting, default 256) is refused by the service.
+StopSequence = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 class StreamOptions(BaseModel):

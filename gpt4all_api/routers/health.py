@@ -23,9 +23,12 @@ async def health(
         status = await registry.get(model_id).health()
         models[model_id] = status
         healthy = healthy and bool(status.get("loaded", False))
+    shutdown = getattr(request.app.state, "shutdown", None)
+    draining = shutdown is not None and shutdown.draining
     body = {
-        "status": "ok" if healthy else "unavailable",
+        "status": "shutting_down" if draining else "ok" if healthy else "unavailable",
         "models": models,
         "inference_mode": request.app.state.settings.inference_mode,
     }
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    # 503 while shutting down: load balancers stop sending new requests here.
+    return JSONResponse(body, status_code=200 if healthy and not draining else 503)

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from gpt4all_api import request_context
 from gpt4all_api.engines.base import (
     ChatTurn,
     Done,
@@ -34,9 +35,11 @@ from gpt4all_api.errors import APIError, InvalidRequest, error_body
 from gpt4all_api.protocol.chat import CreateChatCompletionRequest, TextContentPart
 from gpt4all_api.protocol.common import SamplingFields
 from gpt4all_api.protocol.completions import CreateCompletionRequest
+from gpt4all_api.services.admission import Admission, Slot
 from gpt4all_api.services.sse import DONE, sse_event
 from gpt4all_api.services.stop import StopMatcher
 from gpt4all_api.settings import Settings
+from gpt4all_api.shutdown import ShutdownCoordinator, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,11 @@ def _check_common(req: SamplingFields, settings: Settings, max_tokens: int | Non
         raise InvalidRequest(
             f"'max_tokens' must be at most {settings.max_tokens_limit} on this server.",
             param="max_tokens",
+        )
+    if any(len(s) > settings.max_stop_length for s in req.stop_list()):
+        raise InvalidRequest(
+            f"Each stop sequence may be at most {settings.max_stop_length} characters long.",
+            param="stop",
         )
 
 
@@ -126,6 +134,8 @@ def plan_completion(req: CreateCompletionRequest, settings: Settings) -> list[Ch
         raise InvalidRequest(
             f"'prompt' may hold at most {settings.max_prompts} prompts.", param="prompt"
         )
+    for i, p in enumerate(prompts):
+        _check_unicode(p, "prompt" if isinstance(prompt, str) else f"prompt[{i}]")
     params = sampling_params(req, settings, req.max_tokens)
     return [
         ChoicePlan(
@@ -137,6 +147,18 @@ def plan_completion(req: CreateCompletionRequest, settings: Settings) -> list[Ch
         for pi, p in enumerate(prompts)
         for j in range(n)
     ]
+
+
+def _check_unicode(text: str, param: str) -> str:
+    """JSON can carry lone surrogates (``"\\ud800"``), which no model can be fed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"Invalid value for '{param}': not valid Unicode (it holds a lone surrogate).",
+            param=param,
+        ) from None
+    return text
 
 
 def _message_text(msg_index: int, content: Any) -> str:
@@ -189,7 +211,9 @@ def plan_chat(req: CreateChatCompletionRequest, settings: Settings) -> list[Choi
         if m.role in ("tool", "function") or m.tool_calls or m.function_call:
             raise _unsupported(f"messages[{i}]", "tool and function messages need tool calling.")
         role = "system" if m.role == "developer" else m.role
-        turns.append(ChatTurn(role=role, content=_message_text(i, m.content), name=m.name))
+        content = _check_unicode(_message_text(i, m.content), f"messages[{i}].content")
+        name = _check_unicode(m.name, f"messages[{i}].name") if m.name else m.name
+        turns.append(ChatTurn(role=role, content=content, name=name))
     params = sampling_params(req, settings, max_tokens)
     request = GenerationRequest(params=params, messages=tuple(turns))
     return [ChoicePlan(index=j, request=request, prompt_key=0) for j in range(req.n or 1)]
@@ -220,15 +244,19 @@ async def run_choice(
     matcher = StopMatcher([*request.params.stop, *engine.implicit_stops(request)])
     done: Done | None = None
     consumed = 0
+    first_token_at: float | None = None
     async with aclosing(engine.stream(request, stop_event)) as events:
         async for event in events:
             if on_start is not None:
                 await on_start()
                 on_start = None
             if isinstance(event, Token):
+                if first_token_at is None:
+                    first_token_at = request_context.note_first_token()
                 if matcher.stopped:
                     continue  # the backend ran ahead of the stop; not part of the answer
                 consumed += event.tokens
+                request_context.note_tokens(event.tokens)
                 out = matcher.feed(event.text)
                 if out:
                     await _maybe_await(on_text(out))
@@ -236,6 +264,9 @@ async def run_choice(
                     stop_event.set()
             else:
                 done = event
+    if first_token_at is not None and done is not None:
+        elapsed = time.perf_counter() - first_token_at
+        request_context.note_decode(elapsed, done.completion_tokens - 1)
     if done is None:
         raise APIError(
             "The generation ended without a result.", status_code=500, type="server_error"
@@ -300,18 +331,23 @@ async def _collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePla
                     "finish_reason": outcome.finish_reason,
                 }
             )
+    usage = _usage(prompt_tokens, completion_tokens)
+    request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
     return {
         "id": _new_id(kind),
         "object": "text_completion" if kind == "completion" else "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": _usage(prompt_tokens, completion_tokens),
+        "usage": usage,
     }
 
 
-async def _until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``, cancelling it (and so the generation) if the client goes away."""
+async def _until_disconnected(
+    request: Request, work: Awaitable[T], shutdown: ShutdownCoordinator | None = None
+) -> T:
+    """Run ``work``, cancelling it (and so the generation) if the client goes away or the
+    shutdown grace period ends first."""
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
@@ -321,15 +357,25 @@ async def _until_disconnected(request: Request, work: Awaitable[T]) -> T:
                 return
 
     watcher = asyncio.ensure_future(watch())
+    waiters: set[asyncio.Future[Any]] = {task, watcher}
+    if shutdown is not None:
+        waiters.add(asyncio.ensure_future(shutdown.wait_expired()))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
     finally:
-        watcher.cancel()
+        for waiter in waiters - {task}:
+            waiter.cancel()
     if not task.done():
         task.cancel()
-        logger.info("client disconnected; generation cancelled")
         with suppress(asyncio.CancelledError):
             await task
+        if shutdown is not None and shutdown.expired:
+            logger.warning("shutdown grace period over; request cancelled")
+            raise ShuttingDown()
+        logger.info("client disconnected; generation cancelled")
         raise APIError("Client disconnected.", status_code=499, type="client_disconnected")
     return task.result()
 
@@ -381,9 +427,38 @@ class _Chunks:
         return sse_event({**self.base, "choices": [], "usage": usage})
 
 
+class _GenerationStream(StreamingResponse):
+    """Runs ``cleanup`` (stop the generation, free the model) however the response ends,
+    even when the body iterator never started because the client had already left."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], cleanup: Callable[[], Awaitable[None]]
+    ) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
+
 async def _stream_response(
-    engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan], include_usage: bool
+    engine: Engine,
+    kind: Kind,
+    model: str,
+    plans: list[ChoicePlan],
+    include_usage: bool,
+    release: Callable[[], None] = lambda: None,
+    shutdown: ShutdownCoordinator | None = None,
 ) -> StreamingResponse:
+    """Stream the choices as SSE; ``release`` (the model's admission slot) is called once
+    the generation is over, however it ends."""
     # Every prompt after the first is checked up front, and the first one by waiting for
     # its first event: a prompt that does not fit is a 400 before any byte is sent.
     seen: set[int] = {plans[0].prompt_key}
@@ -394,6 +469,7 @@ async def _stream_response(
 
     chunks = _Chunks(kind, model)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+    closing = False  # the consumer is gone: the producer must not wait on the queue
 
     async def produce() -> None:
         prompt_tokens: dict[int, int] = {}
@@ -414,16 +490,36 @@ async def _stream_response(
                 prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
                 completion_tokens += outcome.completion_tokens
                 await queue.put(chunks.text(plan.index, "", outcome.finish_reason))
+            usage = _usage(prompt_tokens, completion_tokens)
+            request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
             if include_usage:
-                await queue.put(chunks.usage(_usage(prompt_tokens, completion_tokens)))
+                await queue.put(chunks.usage(usage))
             await queue.put(None)
-        except BaseException as exc:  # delivered to the consumer, which decides
+        except asyncio.CancelledError:
+            if closing or shutdown is None or not shutdown.expired:
+                raise
+            await queue.put(ShuttingDown())  # grace period over: end the stream cleanly
+        except Exception as exc:  # delivered to the consumer, which decides
             await queue.put(exc)
+        finally:
+            release()
 
     producer = asyncio.ensure_future(produce())
-    first = await queue.get()
+    if shutdown is not None:
+        shutdown.track_stream(producer)
+
+    async def cleanup() -> None:
+        nonlocal closing
+        closing = True
+        _abandon(producer)
+
+    try:
+        first = await queue.get()
+    except BaseException:
+        await cleanup()
+        raise
     if isinstance(first, BaseException):
-        await _finish(producer)
+        await cleanup()
         raise first
 
     async def body() -> AsyncIterator[bytes]:
@@ -437,13 +533,9 @@ async def _stream_response(
                 item = await queue.get()
             yield DONE
         finally:
-            await _finish(producer)
+            await cleanup()
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _GenerationStream(body(), cleanup)
 
 
 def _error_event(exc: BaseException) -> bytes:
@@ -453,11 +545,21 @@ def _error_event(exc: BaseException) -> bytes:
     return sse_event(error_body("The server had an error while generating.", "server_error"))
 
 
-async def _finish(task: asyncio.Future[Any]) -> None:
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel the producer without waiting for it.
+
+    This runs in the response's ``finally``, often inside Starlette's already-cancelled
+    scope (client gone): awaiting there would re-cancel the producer at every await of its
+    clean-up (closing an upstream connection, say), so it unwinds in its own task instead.
+    """
     if not task.done():
         task.cancel()
-    with suppress(BaseException):
-        await task
+    task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # already delivered through the queue; mark it retrieved
 
 
 # --- entry points --------------------------------------------------------------------------
@@ -472,7 +574,40 @@ async def respond(
     stream: bool,
     include_usage: bool,
 ) -> JSONResponse | StreamingResponse:
+    state = request.app.state
+    shutdown: ShutdownCoordinator | None = getattr(state, "shutdown", None)
+    if shutdown is not None and shutdown.draining:
+        raise ShuttingDown()
+    request_context.note_generation(model, stream=stream)
+    admission: Admission | None = getattr(state, "admission", None)
+    gate = admission.gate(engine.model_id, engine.max_concurrency) if admission else None
+
+    async def admit() -> Slot | None:
+        """Wait for the model (429 at once when its queue is full)."""
+        if gate is None:
+            return None
+        started = time.perf_counter()
+        slot = await gate.acquire()
+        request_context.note_queue_wait(time.perf_counter() - started)
+        return slot
+
     if stream:
-        return await _stream_response(engine, kind, model, plans, include_usage)
-    body = await _until_disconnected(request, _collect(engine, kind, model, plans))
-    return JSONResponse(body)
+        slot = await _until_disconnected(request, admit(), shutdown)
+        release = slot.release if slot is not None else (lambda: None)
+        try:
+            return await _stream_response(
+                engine, kind, model, plans, include_usage, release, shutdown
+            )
+        except BaseException:
+            release()
+            raise
+
+    async def work() -> dict:
+        slot = await admit()
+        try:
+            return await _collect(engine, kind, model, plans)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    return JSONResponse(await _until_disconnected(request, work(), shutdown))

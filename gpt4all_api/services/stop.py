@@ -19,11 +19,15 @@ class StopMatcher:
         if not self._stops:
             return piece
         buf = self._held + piece
-        cut = min((i for s in self._stops if (i := buf.find(s)) != -1), default=-1)
-        if cut != -1:
+        # The stop completed first (smallest end; the longest if several end together) is
+        # where a character-by-character stream would have stopped: cutting there makes
+        # the output independent of how the text was split into pieces.
+        found = [(i + len(s), -len(s)) for s in self._stops if (i := buf.find(s)) != -1]
+        if found:
+            end, neg_len = min(found)
             self.stopped = True
             self._held = ""
-            return buf[:cut]
+            return buf[: end + neg_len]
         keep = self._partial_suffix_len(buf)
         self._held = buf[len(buf) - keep :] if keep else ""
         return buf[: len(buf) - keep]

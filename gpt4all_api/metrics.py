@@ -1,0 +1,166 @@
+"""Prometheus metrics, kept per app (``app.state.metrics``) in their own registry.
+
+Nothing is registered at import time or in prometheus-client's global registry, so every
+app built by ``create_app`` (tests build many) counts on its own. Labels stay low in
+cardinality: the route *template* (``/v1/models/{model:path}``), never the raw path; the
+model id, which is one of the served models.
+
+Queue depth, running requests, loaded models and their load times are read when
+``/metrics`` is scraped (a custom collector), so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gpt4all_api.request_context import RequestContext
+
+PREFIX = "gpt4all_api"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+_RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class _StateCollector(Collector):
+    """Gauges read at scrape time from the admission gates and the model registry."""
+
+    def __init__(
+        self,
+        queues: Callable[[], Iterable[tuple[str, int, int]]],
+        models: Callable[[], Iterable[tuple[str, bool, float | None]]],
+    ) -> None:
+        self._queues = queues
+        self._models = models
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())  # collected lazily; nothing to describe up front
+
+    def collect(self) -> Iterator[Any]:
+        waiting = GaugeMetricFamily(
+            f"{PREFIX}_queue_depth", "Requests waiting for a model.", labels=["model"]
+        )
+        running = GaugeMetricFamily(
+            f"{PREFIX}_queue_running", "Requests being served by a model.", labels=["model"]
+        )
+        for model, n_waiting, n_running in self._queues():
+            waiting.add_metric([model], n_waiting)
+            running.add_metric([model], n_running)
+        loaded = GaugeMetricFamily(
+            f"{PREFIX}_model_loaded", "1 while a model is loaded, else 0.", labels=["model"]
+        )
+        load_time = GaugeMetricFamily(
+            f"{PREFIX}_model_load_seconds",
+            "Seconds the last load of a model took.",
+            labels=["model"],
+        )
+        n_loaded = 0
+        for model, is_loaded, seconds in self._models():
+            loaded.add_metric([model], 1 if is_loaded else 0)
+            n_loaded += bool(is_loaded)
+            if seconds is not None:
+                load_time.add_metric([model], seconds)
+        count = GaugeMetricFamily(f"{PREFIX}_models_loaded", "Number of models loaded.")
+        count.add_metric([], n_loaded)
+        yield from (waiting, running, loaded, load_time, count)
+
+
+class Metrics:
+    """The service's metrics; ``render()`` gives the exposition for ``/metrics``."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time from request arrival to the last byte of the response.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            f"{PREFIX}_requests_in_progress", "HTTP requests being served.", registry=r
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "Time from request arrival to the first generated token (queueing included).",
+            ["model", "stream"],
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            f"{PREFIX}_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
+        )
+        self.completion_tokens = Counter(
+            f"{PREFIX}_generated_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.tokens_per_second = Histogram(
+            f"{PREFIX}_generation_tokens_per_second",
+            "Decoding speed of each request: tokens after the first / the time they took.",
+            ["model"],
+            buckets=_RATE_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds",
+            "Time requests waited for a model before being served.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_rejected = Counter(
+            f"{PREFIX}_queue_rejected",
+            "Requests refused by admission control (queue_full, queue_timeout).",
+            ["model", "reason"],
+            registry=r,
+        )
+
+    def watch_state(
+        self,
+        queues: Callable[[], Iterable[tuple[str, int, int]]],
+        models: Callable[[], Iterable[tuple[str, bool, float | None]]],
+    ) -> None:
+        """Register the scrape-time gauges (queue depth, loaded models, load times)."""
+        self.registry.register(_StateCollector(queues, models))
+
+    def observe_request(
+        self, method: str, route: str, status: int, seconds: float, ctx: RequestContext | None
+    ) -> None:
+        method = method if method in _METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+        if ctx is None or ctx.model is None:
+            return
+        model = ctx.model
+        if ctx.ttft is not None:
+            self.ttft.labels(model, "true" if ctx.stream else "false").observe(ctx.ttft)
+        if ctx.prompt_tokens:
+            self.prompt_tokens.labels(model).inc(ctx.prompt_tokens)
+        if ctx.completion_tokens:
+            self.completion_tokens.labels(model).inc(ctx.completion_tokens)
+        rate = ctx.tokens_per_second
+        if rate is not None:
+            self.tokens_per_second.labels(model).observe(rate)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
