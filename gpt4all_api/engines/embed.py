@@ -14,10 +14,8 @@ chunks.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
 import unicodedata
 import warnings
 from collections.abc import AsyncIterator, Sequence
@@ -25,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt4all_api.engines.base import Capabilities, Engine, Event, GenerationRequest, ModelInfo
-from gpt4all_api.engines.gpt4all_cpu import ModelLoadError
-from gpt4all_api.engines.worker import Job, ModelWorker
+from gpt4all_api.engines.base import Capabilities, Event, GenerationRequest, ModelInfo
+from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
+from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import APIError, InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -57,11 +55,10 @@ def has_tokens(text: str) -> bool:
     )
 
 
-class EmbeddingEngine(Engine):
+class EmbeddingEngine(LocalEngine):
     """An embedding model served from a local GGUF file."""
 
     capabilities = Capabilities(completions=False, chat=False, embeddings=True)
-    max_concurrency = 1  # one worker thread: one batch at a time
 
     def __init__(
         self,
@@ -71,36 +68,14 @@ class EmbeddingEngine(Engine):
         n_threads: int | None = None,
         context_length: int | None = None,
     ) -> None:
-        self.model_id = model_id
-        self.path = path
+        super().__init__(model_id, path)
         self.n_threads = n_threads
         self.context_length = context_length
         self.dimensions: int | None = None
         self.prefix: str | None = None  # None: the backend's default task prefix
-        self.load_seconds: float | None = None
-        self._model: Any = None
-        self._worker: ModelWorker | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def worker(self) -> ModelWorker:
-        if self._worker is None:
-            raise RuntimeError("engine not started")
-        return self._worker
 
     async def start(self) -> None:
-        self._worker = ModelWorker(self.model_id)
-        started = time.perf_counter()
-        try:
-            self._model, self.prefix, self.dimensions = await self._worker.run(self._load)
-        except BaseException:
-            self._worker.stop()
-            self._worker = None
-            raise
-        self.load_seconds = time.perf_counter() - started
+        self._model, self.prefix, self.dimensions = await self._start_worker(self._load)
         logger.info(
             "loaded embedding model %s in %.2fs (%d dimensions)",
             self.model_id,
@@ -110,7 +85,6 @@ class EmbeddingEngine(Engine):
 
     def _load(self, _: Job) -> tuple[Any, str | None, int]:
         from gpt4all import Embed4All
-        from gpt4all._pyllmodel import llmodel
 
         name = self.path.name
         try:
@@ -123,9 +97,7 @@ class EmbeddingEngine(Engine):
             )
         except Exception as exc:
             raise ModelLoadError(f"cannot load {name}: {exc}") from exc
-        if not llmodel.llmodel_isModelLoaded(model.gpt4all.model.model):
-            model.close()
-            raise ModelLoadError(f"cannot load {name}: the backend rejected the file")
+        check_loaded(model, model.gpt4all.model.model, name)
         # gpt4all knows task prefixes for its catalog models (nomic: "search_document") and
         # refuses to guess for others: those embed the text as is.
         prefix: str | None = None
@@ -141,21 +113,6 @@ class EmbeddingEngine(Engine):
             model.close()
             raise ModelLoadError(f"cannot embed with {name}: {exc}") from exc
         return model, prefix, len(vector)
-
-    async def close(self) -> None:
-        worker, model = self._worker, self._model
-        self._worker, self._model = None, None
-        if worker is None:
-            return
-
-        def unload(_: Job) -> None:
-            if model is not None:
-                model.close()
-
-        try:
-            await worker.run(unload)
-        finally:
-            await asyncio.to_thread(worker.stop)
 
     async def embed(self, texts: Sequence[str], dimensions: int | None = None) -> EmbeddingResult:
         """Embed ``texts`` (non-empty) in one backend call; cancelling stops it early."""
@@ -207,9 +164,6 @@ class EmbeddingEngine(Engine):
             param="model",
             code="model_not_supported",
         )
-
-    async def health(self) -> dict[str, Any]:
-        return {"loaded": self.loaded, "queue": self._worker.pending if self._worker else 0}
 
     async def info(self) -> ModelInfo:
         created = int(self.path.stat().st_mtime) if self.path.exists() else 0

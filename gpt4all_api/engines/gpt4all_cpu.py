@@ -14,22 +14,21 @@ import codecs
 import ctypes
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from gpt4all_api.engines.base import (
     Capabilities,
     Done,
-    Engine,
     Event,
     FinishReason,
     GenerationRequest,
     ModelInfo,
     Token,
 )
-from gpt4all_api.engines.worker import Job, ModelWorker
+from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
+from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
 from gpt4all_api.gguf_meta import GGUFMetadata, read_metadata
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
@@ -38,10 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: Margin llama.cpp in gpt4all keeps free: prompts longer than n_ctx - 4 are refused.
 CONTEXT_MARGIN = 4
-
-
-class ModelLoadError(RuntimeError):
-    """The model file could not be loaded (bad file, unsupported architecture, ...)."""
 
 
 class _End:
@@ -53,7 +48,6 @@ class _End:
 
 def _load_gpt4all(path: Path, n_ctx: int, n_threads: int | None, allow_download: bool) -> Any:
     from gpt4all import GPT4All
-    from gpt4all._pyllmodel import llmodel
 
     try:
         model = GPT4All(
@@ -66,19 +60,16 @@ def _load_gpt4all(path: Path, n_ctx: int, n_threads: int | None, allow_download:
         )
     except Exception as exc:  # bindings raise RuntimeError/ValueError/FileNotFoundError
         raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
-    if not llmodel.llmodel_isModelLoaded(model.model.model):
-        model.close()
-        raise ModelLoadError(f"cannot load {path.name}: the backend rejected the file")
+    check_loaded(model, model.model.model, path.name)
     if n_threads is not None:
         model.model.set_thread_count(n_threads)
     return model
 
 
-class Gpt4AllEngine(Engine):
+class Gpt4AllEngine(LocalEngine):
     """A chat/completion model served from a local GGUF file."""
 
     capabilities = Capabilities(completions=True, chat=True, embeddings=False)
-    max_concurrency = 1  # one worker thread: one generation at a time
 
     def __init__(
         self,
@@ -90,8 +81,7 @@ class Gpt4AllEngine(Engine):
         n_threads: int | None,
         allow_download: bool = False,
     ) -> None:
-        self.model_id = model_id
-        self.path = path
+        super().__init__(model_id, path)
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.n_threads = n_threads
@@ -99,24 +89,8 @@ class Gpt4AllEngine(Engine):
         self.context_length = n_ctx
         self.metadata: GGUFMetadata | None = None
         self.template: ChatTemplate | None = None
-        self.load_seconds: float | None = None
-        self._model: Any = None
-        self._worker: ModelWorker | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def worker(self) -> ModelWorker:
-        if self._worker is None:
-            raise RuntimeError("engine not started")
-        return self._worker
 
     async def start(self) -> None:
-        self._worker = ModelWorker(self.model_id)
-        started = time.perf_counter()
-
         def load(_: Job) -> tuple[Any, GGUFMetadata | None]:
             meta = read_metadata(self.path) if self.path.exists() else None
             model = _load_gpt4all(self.path, self.n_ctx, self.n_threads, self.allow_download)
@@ -124,13 +98,7 @@ class Gpt4AllEngine(Engine):
                 meta = read_metadata(self.path)
             return model, meta
 
-        try:
-            self._model, self.metadata = await self._worker.run(load)
-        except BaseException:
-            self._worker.stop()
-            self._worker = None
-            raise
-        self.load_seconds = time.perf_counter() - started
+        self._model, self.metadata = await self._start_worker(load)
         meta = self.metadata
         self.template = chat_template_from_metadata(
             meta.chat_template if meta else None,
@@ -140,24 +108,6 @@ class Gpt4AllEngine(Engine):
         if self.template.is_fallback:
             logger.info("%s has no usable chat template; chat uses ChatML", self.model_id)
         logger.info("loaded %s in %.2fs (n_ctx=%d)", self.model_id, self.load_seconds, self.n_ctx)
-
-    async def close(self) -> None:
-        worker, model = self._worker, self._model
-        self._worker, self._model = None, None
-        if worker is None:
-            return
-
-        def unload(_: Job) -> None:
-            if model is not None:
-                model.close()
-
-        try:
-            await worker.run(unload)
-        finally:
-            await asyncio.to_thread(worker.stop)
-
-    async def health(self) -> dict[str, Any]:
-        return {"loaded": self.loaded, "queue": self._worker.pending if self._worker else 0}
 
     async def info(self) -> ModelInfo:
         created = int(self.path.stat().st_mtime) if self.path.exists() else 0
@@ -207,7 +157,6 @@ class Gpt4AllEngine(Engine):
             raise self._context_error(request)
 
     def _probe(self, job: Job, text: str, special: bool) -> bool:
-        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
 
         too_long = False
 
@@ -221,17 +170,7 @@ class Gpt4AllEngine(Engine):
 
         lm = self._model.model
         lm._set_context(n_predict=0, n_batch=1, reset_context=True)
-        llmodel.llmodel_prompt(
-            lm.model,
-            text.encode(),
-            b"%1",
-            PromptCallback(on_prompt),
-            ResponseCallback(on_response),
-            True,
-            lm.context,
-            special,
-            ctypes.c_char_p(),
-        )
+        _prompt(lm, text, special, on_prompt, on_response)
         return too_long
 
     def _context_error(self, request: GenerationRequest) -> ContextLengthExceeded:
@@ -287,7 +226,6 @@ class Gpt4AllEngine(Engine):
         stop: threading.Event,
     ) -> None:
         """Runs on the worker thread: one generation, events pushed to the event loop."""
-        from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
 
         p = request.params
         limit = p.max_tokens
@@ -332,17 +270,7 @@ class Gpt4AllEngine(Engine):
             context_erase=0.75,
             reset_context=True,
         )
-        llmodel.llmodel_prompt(
-            lm.model,
-            text.encode(),
-            b"%1",
-            PromptCallback(on_prompt),
-            ResponseCallback(on_response),
-            True,
-            lm.context,
-            special,
-            ctypes.c_char_p(),
-        )
+        _prompt(lm, text, special, on_prompt, on_response)
         if overflow:
             raise _PromptTooLong()
         tail = decoder.decode(b"", final=True)
@@ -351,6 +279,31 @@ class Gpt4AllEngine(Engine):
         if n_predict == 0:
             finish = "length"
         emit(Done(finish, prompt_tokens, generated))
+
+
+def _prompt(
+    lm: Any,
+    text: str,
+    special: bool,
+    on_prompt: Callable[[int], bool],
+    on_response: Callable[[int, bytes], bool],
+) -> None:
+    """One ``llmodel_prompt`` call with raw callbacks: ``on_prompt`` fires per prompt token,
+    ``on_response`` per generated token with its raw bytes (the bindings' own decoder hides
+    tokens that end inside a UTF-8 sequence, which would break the token count)."""
+    from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
+
+    llmodel.llmodel_prompt(
+        lm.model,
+        text.encode(),
+        b"%1",  # the whole prompt is already rendered; no gpt4all template around it
+        PromptCallback(on_prompt),
+        ResponseCallback(on_response),
+        True,  # allow context shifting past n_ctx
+        lm.context,
+        special,
+        ctypes.c_char_p(),
+    )
 
 
 class _PromptTooLong(Exception):
