@@ -9,19 +9,17 @@ and equals the ``float`` output exactly.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
-from collections.abc import Awaitable
-from contextlib import suppress
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from fastapi import Request
 
 from gpt4all_api.engines.embed import EmbeddingResult, has_tokens
-from gpt4all_api.errors import APIError, InvalidRequest
+from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.embeddings import CreateEmbeddingRequest
+from gpt4all_api.services.disconnect import until_disconnected
 from gpt4all_api.settings import Settings
 from gpt4all_api.shutdown import ShuttingDown
 
@@ -84,30 +82,6 @@ def embedding_response(model: str, result: EmbeddingResult, encoding_format: str
     }
 
 
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``, cancelling it (the backend stops between batches) if the client leaves."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        logger.info("client disconnected; embedding cancelled")
-        with suppress(asyncio.CancelledError, APIError):
-            await task
-        raise APIError("Client disconnected.", status_code=499, type="client_disconnected")
-    return task.result()
-
-
 async def create_embeddings(
     request: Request, engine: Embedder, body: CreateEmbeddingRequest, texts: list[str]
 ) -> dict[str, Any]:
@@ -126,5 +100,5 @@ async def create_embeddings(
         async with await gate.acquire():
             return await engine.embed(texts, body.dimensions)
 
-    result = await until_disconnected(request, work())
+    result = await until_disconnected(request, work(), shutdown)
     return embedding_response(engine.model_id, result, body.encoding_format)

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +36,7 @@ from gpt4all_api.protocol.chat import CreateChatCompletionRequest, TextContentPa
 from gpt4all_api.protocol.common import SamplingFields
 from gpt4all_api.protocol.completions import CreateCompletionRequest
 from gpt4all_api.services.admission import Admission, Slot
+from gpt4all_api.services.disconnect import until_disconnected
 from gpt4all_api.services.sse import DONE, sse_event
 from gpt4all_api.services.stop import StopMatcher
 from gpt4all_api.settings import Settings
@@ -343,43 +344,6 @@ async def _collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePla
     }
 
 
-async def _until_disconnected(
-    request: Request, work: Awaitable[T], shutdown: ShutdownCoordinator | None = None
-) -> T:
-    """Run ``work``, cancelling it (and so the generation) if the client goes away or the
-    shutdown grace period ends first."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(watch())
-    waiters: set[asyncio.Future[Any]] = {task, watcher}
-    if shutdown is not None:
-        waiters.add(asyncio.ensure_future(shutdown.wait_expired()))
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    finally:
-        for waiter in waiters - {task}:
-            waiter.cancel()
-    if not task.done():
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        if shutdown is not None and shutdown.expired:
-            logger.warning("shutdown grace period over; request cancelled")
-            raise ShuttingDown()
-        logger.info("client disconnected; generation cancelled")
-        raise APIError("Client disconnected.", status_code=499, type="client_disconnected")
-    return task.result()
-
-
 # --- streamed ----------------------------------------------------------------------------
 
 
@@ -592,7 +556,7 @@ async def respond(
         return slot
 
     if stream:
-        slot = await _until_disconnected(request, admit(), shutdown)
+        slot = await until_disconnected(request, admit(), shutdown)
         release = slot.release if slot is not None else (lambda: None)
         try:
             return await _stream_response(
@@ -610,4 +574,4 @@ async def respond(
             if slot is not None:
                 slot.release()
 
-    return JSONResponse(await _until_disconnected(request, work(), shutdown))
+    return JSONResponse(await until_disconnected(request, work(), shutdown))
