@@ -252,6 +252,10 @@ class RemoteEngine(Engine):
             keepalive_expiry=30.0,
         )
         self._api_key = settings.gpu_api_key
+        # One request holds one upstream connection at a time (choices run in turn), so the
+        # admission queue (MAX_QUEUE, QUEUE_TIMEOUT) applies beyond GPU_MAX_CONNECTIONS
+        # requests instead of an unbounded wait for a pooled connection.
+        self.max_concurrency = settings.gpu_max_connections
         self._client: httpx.AsyncClient | None = None
         self._info_loaded = False
         self._info_lock: asyncio.Lock | None = None

@@ -8,6 +8,7 @@ client and raw HTTP.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -533,3 +534,22 @@ def test_non_streaming_client_disconnect_closes_upstream(
         raw_post(tgi_server, "/chat/completions", {"model": MODEL_ID, "messages": messages}, 0.5)
     gone = ("/v1/chat/completions", render_chat(messages))
     assert wait_for(lambda: gone in fake_tgi.disconnects, 3)
+
+
+def test_gpu_mode_queue_is_bounded(fake_tgi: FakeTgi, tmp_path: Path) -> None:
+    """Beyond GPU_MAX_CONNECTIONS running requests, MAX_QUEUE applies as in CPU mode."""
+    env = gpu_env(fake_tgi.url, GPU_MAX_CONNECTIONS="1", MAX_QUEUE="1")
+    with run_server(env, tmp_path / "server.log", timeout=30) as server:
+        slow = {"model": MODEL_ID, "prompt": "[[slow:0.3]] hi", "max_tokens": 8}
+
+        def post(_: int) -> httpx.Response:
+            return httpx.post(server.v1 + "/completions", json=slow, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(post, range(4)))
+        codes = sorted(r.status_code for r in responses)
+        # one runs, one waits, the rest are turned away at once with Retry-After
+        assert codes.count(200) >= 2 and 429 in codes, codes
+        rejected = next(r for r in responses if r.status_code == 429)
+        assert rejected.json()["error"]["code"] == "queue_full"
+        assert int(rejected.headers["retry-after"]) >= 1
