@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         description="Seconds to wait for the upstream's next bytes (the first token included).",
     )
     gpu_max_connections: int = Field(
-        64, ge=1, le=4096, description="Most concurrent connections to the upstream."
+        64, ge=1, le=4096, description="Most requests running upstream at once (then queued)."
     )
     gpu_startup_timeout: float = Field(
         60.0,
