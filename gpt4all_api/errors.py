@@ -105,9 +105,25 @@ def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return out
 
 
+def _most_specific(errors: list[Any]) -> dict[str, Any]:
+    """Of the errors about the first bad field, the deepest one.
+
+    For a union such as ``stop: str | list[str]`` pydantic reports one error per member;
+    the deepest (``stop[0]``: too short) says more than ``stop``: not a string.
+    """
+    if not errors:
+        return {}
+
+    def field(e: dict[str, Any]) -> Any:
+        loc = [p for p in e.get("loc", ()) if p != "body"]
+        return loc[0] if loc else None
+
+    top = field(errors[0])
+    return max((e for e in errors if field(e) == top), key=lambda e: len(e.get("loc", ())))
+
+
 def validation_error_response(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {}
+    first = _most_specific(list(exc.errors()))
     param = _loc_to_param(first.get("loc", ()))
     msg = str(first.get("msg", "Invalid request"))
     if first.get("type") == "json_invalid":

@@ -250,6 +250,7 @@ BAD_REQUESTS = [
     ("/completions", {"model": TINY, "prompt": [1, 2, 3]}, "prompt"),
     ("/completions", {"model": TINY, "prompt": []}, "prompt"),
     ("/completions", {"model": TINY, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ("/completions", {"model": TINY, "prompt": "x", "stop": ["ok", ""]}, "stop[1]"),
     ("/completions", {"model": TINY, "prompt": "x", "logprobs": 2}, "logprobs"),
     ("/completions", {"model": TINY, "prompt": "x", "suffix": "end"}, "suffix"),
     ("/completions", {"model": TINY, "prompt": "x", "best_of": 3}, "best_of"),
