@@ -68,11 +68,10 @@ def test_plain_names_are_accepted(name: str, model_id: str) -> None:
 
 
 def test_probe_real_models(default_models_dir: Path) -> None:
-    started = time.perf_counter()
+    # gguf.GGUFReader takes ~2-3 s on SmolLM2's 49k-token vocabulary; the probe skips
+    # arrays (8 ms measured). Speed is not asserted here: these are correctness checks.
     chat = probe_gguf(default_models_dir / DEFAULT_CHAT_MODEL_FILE)
     emb = probe_gguf(default_models_dir / DEFAULT_EMBEDDING_MODEL_FILE)
-    # gguf.GGUFReader takes ~3 s on SmolLM2's 49k-token vocabulary; the probe skips arrays.
-    assert time.perf_counter() - started < 0.5
     assert (chat.architecture, chat.context_length, chat.is_embedding) == ("llama", 8192, False)
     assert chat.embedding_length == 576 and chat.tensor_count == 272
     assert (emb.architecture, emb.context_length, emb.is_embedding) == ("bert", 512, True)
