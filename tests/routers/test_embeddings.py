@@ -130,7 +130,7 @@ def test_dimensions(smol_server: Server, smol_client: openai.OpenAI) -> None:
         ({"input": []}, "input", "empty list"),
         ({"input": "x", "encoding_format": "int8"}, "encoding_format", None),
         ({"input": "x", "dimensions": 0}, "dimensions", None),
-        ({"input": ["a", 1]}, "input", None),
+        ({"input": ["a", 1]}, "input[1]", None),  # the element that is wrong
         ({}, "input", "Missing"),
     ],
 )
