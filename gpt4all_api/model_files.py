@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from gpt4all_api.engines.base import Capabilities
-from gpt4all_api.gguf_meta import EMBEDDING_ARCHITECTURES, GGUFError
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +92,13 @@ def validate_model_id(name: str) -> str:
 
 
 # --- GGUF header probe ---------------------------------------------------------------------
+
+
+EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert"})
+
+
+class GGUFError(ValueError):
+    """The file is not a readable GGUF model."""
 
 
 @dataclass(frozen=True, slots=True)

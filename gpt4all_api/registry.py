@@ -49,8 +49,8 @@ from starlette.responses import Response, StreamingResponse
 
 from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gpt4all_api.gguf_meta import GGUFError
 from gpt4all_api.model_files import (
+    GGUFError,
     InvalidModelId,
     LocalModel,
     ModelDirectory,

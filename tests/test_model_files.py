@@ -11,8 +11,8 @@ import pytest
 from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api import model_files
-from gpt4all_api.gguf_meta import GGUFError
 from gpt4all_api.model_files import (
+    GGUFError,
     InvalidModelId,
     ModelDirectory,
     probe_gguf,

@@ -30,7 +30,7 @@ from gpt4all_api.engines.base import (
 from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
 from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
-from gpt4all_api.gguf_meta import GGUFMetadata, read_metadata
+from gpt4all_api.model_files import GGUFSummary, probe_gguf
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
 
 logger = logging.getLogger(__name__)
@@ -87,15 +87,15 @@ class Gpt4AllEngine(LocalEngine):
         self.n_threads = n_threads
         self.allow_download = allow_download
         self.context_length = n_ctx
-        self.metadata: GGUFMetadata | None = None
+        self.metadata: GGUFSummary | None = None
         self.template: ChatTemplate | None = None
 
     async def start(self) -> None:
-        def load(_: Job) -> tuple[Any, GGUFMetadata | None]:
-            meta = read_metadata(self.path) if self.path.exists() else None
+        def load(_: Job) -> tuple[Any, GGUFSummary | None]:
+            meta = probe_gguf(self.path) if self.path.exists() else None
             model = _load_gpt4all(self.path, self.n_ctx, self.n_threads, self.allow_download)
             if meta is None and self.path.exists():
-                meta = read_metadata(self.path)
+                meta = probe_gguf(self.path)
             return model, meta
 
         self._model, self.metadata = await self._start_worker(load)

@@ -29,8 +29,8 @@ from urllib.request import url2pathname
 
 import httpx
 
-from gpt4all_api.gguf_meta import GGUFError
 from gpt4all_api.model_files import (
+    GGUFError,
     InvalidModelId,
     check_supported,
     model_id_for,
