@@ -33,6 +33,11 @@ class ShuttingDown(APIError):
 
 
 class ShutdownCoordinator:
+    def refuse_if_draining(self) -> None:
+        """New requests are turned away (503) once draining has begun."""
+        if self.draining:
+            raise ShuttingDown()
+
     def __init__(self, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
         self.draining = False

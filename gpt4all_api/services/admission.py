@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from gpt4all_api import request_context
 from gpt4all_api.errors import APIError
 
 #: Weight of the newest service time in the moving average behind ``Retry-After``.
@@ -185,6 +186,14 @@ class Admission:
         self.timeout = timeout
         self._metrics = metrics
         self._gates: dict[str, AdmissionGate] = {}
+
+    async def admit(self, model: str, slots: int | None) -> Slot:
+        """Wait for a slot on ``model`` (429 at once when its queue is full); the time spent
+        waiting goes to the request's access line."""
+        started = time.perf_counter()
+        slot = await self.gate(model, slots).acquire()
+        request_context.note_queue_wait(time.perf_counter() - started)
+        return slot
 
     def gate(self, model: str, slots: int | None) -> AdmissionGate:
         gate = self._gates.get(model)

@@ -21,7 +21,6 @@ from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.embeddings import CreateEmbeddingRequest
 from gpt4all_api.services.disconnect import until_disconnected
 from gpt4all_api.settings import Settings
-from gpt4all_api.shutdown import ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +29,7 @@ T = TypeVar("T")
 
 class Embedder(Protocol):
     model_id: str
+    max_concurrency: int | None
 
     async def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingResult: ...
 
@@ -89,15 +89,14 @@ async def create_embeddings(
     as generation; the client leaving cancels the work (between backend batches)."""
     state = request.app.state
     shutdown = getattr(state, "shutdown", None)
-    if shutdown is not None and shutdown.draining:
-        raise ShuttingDown()
+    if shutdown is not None:
+        shutdown.refuse_if_draining()
     admission = getattr(state, "admission", None)
 
     async def work() -> EmbeddingResult:
         if admission is None:
             return await engine.embed(texts, body.dimensions)
-        gate = admission.gate(engine.model_id, getattr(engine, "max_concurrency", None))
-        async with await gate.acquire():
+        async with await admission.admit(engine.model_id, engine.max_concurrency):
             return await engine.embed(texts, body.dimensions)
 
     result = await until_disconnected(request, work(), shutdown)

@@ -540,20 +540,15 @@ async def respond(
 ) -> JSONResponse | StreamingResponse:
     state = request.app.state
     shutdown: ShutdownCoordinator | None = getattr(state, "shutdown", None)
-    if shutdown is not None and shutdown.draining:
-        raise ShuttingDown()
+    if shutdown is not None:
+        shutdown.refuse_if_draining()
     request_context.note_generation(model, stream=stream)
     admission: Admission | None = getattr(state, "admission", None)
-    gate = admission.gate(engine.model_id, engine.max_concurrency) if admission else None
 
     async def admit() -> Slot | None:
-        """Wait for the model (429 at once when its queue is full)."""
-        if gate is None:
+        if admission is None:
             return None
-        started = time.perf_counter()
-        slot = await gate.acquire()
-        request_context.note_queue_wait(time.perf_counter() - started)
-        return slot
+        return await admission.admit(engine.model_id, engine.max_concurrency)
 
     if stream:
         slot = await until_disconnected(request, admit(), shutdown)
