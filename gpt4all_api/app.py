@@ -18,38 +18,20 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from gpt4all_api import __version__
-from gpt4all_api.engines.base import Engine
+from gpt4all_api.engines.remote import build_remote_engine
 from gpt4all_api.errors import install_error_handlers
 from gpt4all_api.metrics import Metrics
 from gpt4all_api.middleware.auth import APIKeyMiddleware
 from gpt4all_api.middleware.body_limit import BodyLimitMiddleware
 from gpt4all_api.middleware.request_context import RequestContextMiddleware
 from gpt4all_api.openapi import install_openapi
-from gpt4all_api.registry import ModelRegistry, model_id_for, resolve_model_path
+from gpt4all_api.registry import ModelRegistry
 from gpt4all_api.routers import chat, completions, embeddings, health, models
 from gpt4all_api.services.admission import Admission
 from gpt4all_api.settings import Settings
 from gpt4all_api.shutdown import ShutdownCoordinator
 
 logger = logging.getLogger(__name__)
-
-
-def build_chat_engine(settings: Settings) -> Engine:
-    """The chat/completion engine for the configured inference mode."""
-    if settings.inference_mode == "gpu":
-        from gpt4all_api.engines.remote import build_remote_engine
-
-        return build_remote_engine(settings)
-    from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine
-
-    return Gpt4AllEngine(
-        model_id_for(settings.model),
-        resolve_model_path(settings),
-        n_ctx=settings.n_ctx,
-        n_batch=settings.n_batch,
-        n_threads=settings.n_threads,
-        allow_download=settings.allow_download,
-    )
 
 
 @asynccontextmanager
@@ -59,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = registry
     try:
         if settings.inference_mode == "gpu":
-            engine = build_chat_engine(settings)
+            engine = build_remote_engine(settings)
             await engine.start()
             registry.add(engine)
         # Loads MODEL (CPU mode) and EMBEDDING_MODEL now; any other GGUF file in MODELS_DIR
