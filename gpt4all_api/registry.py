@@ -73,18 +73,12 @@ __all__ = [
     "ModelLoadFailed",
     "ModelManager",
     "ModelRegistry",
-    "local_model_files",
     "model_id_for",
     "resolve_model_path",
 ]
 
 
-# --- helpers kept for callers of the single-model registry ----------------------------------
-
-
-def local_model_files(models_dir: Path) -> dict[str, Path]:
-    """Usable GGUF files directly inside ``models_dir``, by model id."""
-    return {m.id: m.path for m in ModelDirectory(models_dir).scan().values() if m.usable}
+# --- the configured model directories -------------------------------------------------------
 
 
 def model_directory(settings: Settings) -> ModelDirectory:
