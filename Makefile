@@ -37,7 +37,7 @@ venv: $(VENV)/.runtime
 dev-venv: $(VENV)/.dev
 
 models: venv
-	$(PY) -m gpt4all_api.models fetch-default
+	$(PY) -m gpt4all_api.model_store fetch-default
 
 run: models
 	$(PY) -m gpt4all_api

@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gpt4all_api.models import DEFAULT_CHAT_MODEL_FILE, PACKAGE_MODELS_DIR  # noqa: E402
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR  # noqa: E402
 
 PROMPT = "Here is a list of the numbers from one to two hundred: 1, 2, 3, 4, 5, 6,"
 
@@ -124,7 +124,7 @@ def free_port() -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=PACKAGE_MODELS_DIR / DEFAULT_CHAT_MODEL_FILE)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODELS_DIR / DEFAULT_CHAT_MODEL_FILE)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)

@@ -42,7 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gpt4all_api.models import DEFAULT_CHAT_MODEL_FILE, PACKAGE_MODELS_DIR  # noqa: E402
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR  # noqa: E402
 
 MAX_CLIENTS = 256
 MAX_DURATION = 300.0
@@ -306,7 +306,7 @@ def main() -> int:
         default=DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf"),
         help="model id; 'tiny' builds and serves the deterministic tiny test model",
     )
-    ap.add_argument("--models-dir", type=Path, default=PACKAGE_MODELS_DIR)
+    ap.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of load")
     ap.add_argument("--max-tokens", type=int, default=32)
@@ -340,7 +340,7 @@ def main() -> int:
             elif not (models_dir / f"{model}.gguf").exists():
                 raise SystemExit(
                     f"{model}.gguf is not in {models_dir}: run "
-                    "`python -m gpt4all_api.models fetch-default` or pass --models-dir"
+                    "`python -m gpt4all_api.model_store fetch-default` or pass --models-dir"
                 )
             env = {
                 "MODELS_DIR": str(models_dir),

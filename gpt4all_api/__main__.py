@@ -44,7 +44,7 @@ def preflight(settings: Settings) -> str | None:
 
 def main() -> int:
     if sys.argv[1:2] == ["models"]:  # `python -m gpt4all_api models list|pull|rm|fetch-default`
-        from gpt4all_api.models.__main__ import main as models_main
+        from gpt4all_api.model_store.__main__ import main as models_main
 
         return models_main(sys.argv[2:])
     try:

@@ -4,7 +4,7 @@
 
 * **files** in ``MODELS_DIR``: every ``*.gguf`` there is listed by id (the file name
   without ``.gguf``), re-listed on each lookup (a directory listing and a ``stat``; headers
-  are probed once per file version, see :mod:`gpt4all_api.model_files`). Chat/completion
+  are probed once per file version, see :mod:`gpt4all_api.model_store.files`). Chat/completion
   models (any architecture the backend supports) and embedding models (``bert``,
   ``nomic-bert``) alike are loaded when a request names them;
 * **added engines** (``add()``): the GPU mode's remote chat engine. They are pinned: never
@@ -23,7 +23,7 @@ are loaded at start-up but are otherwise ordinary LRU members.
 
 With ``ALLOW_DOWNLOAD``, a name found in the gpt4all catalog but not on disk is
 downloaded first (one download per model however many requests wait; progress in the
-logs; checksums verified; see :mod:`gpt4all_api.models.catalog`).
+logs; checksums verified; see :mod:`gpt4all_api.model_store.catalog`).
 
 Errors: a name that could be a path is 400 ``invalid_model_name``; an unknown model 404
 ``model_not_found`` (the message lists what is available); the wrong kind of model 400
@@ -49,7 +49,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gpt4all_api.model_files import (
+from gpt4all_api.model_store.files import (
     GGUFError,
     InvalidModelId,
     LocalModel,
@@ -113,7 +113,7 @@ def _missing_model_message(settings: Settings, available: list[str]) -> str:
     return (
         f"MODEL={settings.model!r} is not in MODELS_DIR={settings.models_dir} "
         f"(available: {', '.join(available) or 'none'}) and ALLOW_DOWNLOAD is off. Run "
-        "`python -m gpt4all_api.models fetch-default` or put the GGUF file there."
+        "`python -m gpt4all_api.model_store fetch-default` or put the GGUF file there."
     )
 
 
@@ -613,7 +613,7 @@ class ModelManager:
 
     async def catalog(self) -> list[Any]:
         """The catalog's entries (cached for CATALOG_TTL); raises CatalogError offline."""
-        from gpt4all_api.models.catalog import CatalogError, fetch_catalog
+        from gpt4all_api.model_store.catalog import CatalogError, fetch_catalog
 
         assert self.settings is not None
         now = time.monotonic()
@@ -635,7 +635,7 @@ class ModelManager:
         return entries
 
     async def _download(self, model_id: str, name: str, capability: str | None) -> LocalModel:
-        from gpt4all_api.models.catalog import CatalogError, DownloadError, find_entry
+        from gpt4all_api.model_store.catalog import CatalogError, DownloadError, find_entry
 
         assert self.settings is not None
         try:
@@ -680,7 +680,7 @@ class ModelManager:
 
     def _start_download(self, entry: Any) -> asyncio.Future[Path]:
         """Download on a daemon thread (shutdown never waits for a multi-GB transfer)."""
-        from gpt4all_api.models.catalog import LogProgress, download_entry
+        from gpt4all_api.model_store.catalog import LogProgress, download_entry
 
         assert self.settings is not None
         loop = asyncio.get_running_loop()

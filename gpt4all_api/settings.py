@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gpt4all_api.models import (
+from gpt4all_api.model_store import (
     DEFAULT_CHAT_MODEL_FILE,
     DEFAULT_EMBEDDING_MODEL_FILE,
-    PACKAGE_MODELS_DIR,
+    DEFAULT_MODELS_DIR,
 )
 
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         description="Embedding model loaded at start-up for /v1/embeddings (requests may "
         "name any embedding GGUF in MODELS_DIR; empty: none loaded at start-up).",
     )
-    models_dir: Path = Field(PACKAGE_MODELS_DIR, description="Directory holding GGUF files.")
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Directory holding GGUF files.")
     builtin_models_dir: Path | None = Field(
         None,
         description="Second, read-only directory searched for MODEL after MODELS_DIR (the "

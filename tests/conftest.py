@@ -22,11 +22,11 @@ from hardening_fixtures import loop_models_dir  # noqa: F401 - hardening tests
 from server import Server, run_server
 from tinymodel import build_tiny_model
 
-from gpt4all_api.models import (
+from gpt4all_api.model_store import (
     DEFAULT_CHAT_MODEL_FILE,
-    PACKAGE_MODELS_DIR,
+    DEFAULT_MODELS_DIR,
 )
-from gpt4all_api.models.fetch import fetch_defaults
+from gpt4all_api.model_store.fetch import fetch_defaults
 
 SMOL = DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf")
 TINY = "tiny-test-model"
@@ -34,9 +34,10 @@ TINY = "tiny-test-model"
 
 @pytest.fixture(scope="session")
 def default_models_dir() -> Path:
-    """The package models directory with both default models fetched (idempotent)."""
-    fetch_defaults(PACKAGE_MODELS_DIR)
-    return PACKAGE_MODELS_DIR
+    """The repository's models/ directory with both default models fetched (idempotent)."""
+    models_dir = Path(__file__).resolve().parent.parent / DEFAULT_MODELS_DIR
+    fetch_defaults(models_dir)
+    return models_dir
 
 
 @pytest.fixture(scope="session")

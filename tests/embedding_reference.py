@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt4all_api.models import fetch as fetch_mod
-from gpt4all_api.models.fetch import EMBEDDING_SPEC, WHEEL_DIR_ENV
+from gpt4all_api.model_store import fetch as fetch_mod
+from gpt4all_api.model_store.fetch import EMBEDDING_SPEC, WHEEL_DIR_ENV
 
 _HIDDEN_LAYERS = 6
 _HEADS = 12

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from tinymodel import build_broken_models, build_tiny_model
 
-from gpt4all_api import model_files
-from gpt4all_api.model_files import (
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
+from gpt4all_api.model_store import files as model_files
+from gpt4all_api.model_store.files import (
     GGUFError,
     InvalidModelId,
     ModelDirectory,
     probe_gguf,
     validate_model_id,
 )
-from gpt4all_api.models import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
 
 UNSAFE_NAMES = [
     "",

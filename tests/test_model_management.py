@@ -22,7 +22,7 @@ from openai_schema import validate
 from server import Server, run_server
 from tinymodel import build_broken_models, build_tiny_model
 
-from gpt4all_api.models import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
 
 SENTENCES = {name: f"I am the {name} model." for name in ("alpha", "beta", "gamma")}
 SECRET = "I am the secret model outside."

@@ -18,7 +18,7 @@ from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gpt4all_api.models import DEFAULT_EMBEDDING_MODEL_FILE
+from gpt4all_api.model_store import DEFAULT_EMBEDDING_MODEL_FILE
 from gpt4all_api.registry import ModelLoadFailed, ModelManager
 from gpt4all_api.settings import Settings
 

@@ -13,7 +13,7 @@ from embedding_reference import ReferenceBert, bert_source, cosine, token_count
 from gpt4all_api.engines.embed import EmbeddingEngine, has_tokens
 from gpt4all_api.engines.gpt4all_cpu import ModelLoadError
 from gpt4all_api.errors import InvalidRequest
-from gpt4all_api.models import DEFAULT_EMBEDDING_MODEL_FILE
+from gpt4all_api.model_store import DEFAULT_EMBEDDING_MODEL_FILE
 
 EMB = DEFAULT_EMBEDDING_MODEL_FILE.removesuffix(".gguf")
 

@@ -23,7 +23,7 @@ import pytest
 from server import ROOT, Server, free_port, run_server
 from tinymodel import build_tiny_model
 
-from gpt4all_api.models.catalog import (
+from gpt4all_api.model_store.catalog import (
     CatalogError,
     DownloadError,
     download_entry,

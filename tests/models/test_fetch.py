@@ -23,14 +23,14 @@ from tinymodel import (
     sentence_pieces,
 )
 
-from gpt4all_api.models import (
+from gpt4all_api.model_store import (
     DEFAULT_CHAT_MODEL_FILE,
     DEFAULT_EMBEDDING_MODEL_FILE,
-    PACKAGE_MODELS_DIR,
+    DEFAULT_MODELS_DIR,
 )
-from gpt4all_api.models import fetch as fetch_mod
-from gpt4all_api.models.__main__ import main as cli_main
-from gpt4all_api.models.fetch import (
+from gpt4all_api.model_store import fetch as fetch_mod
+from gpt4all_api.model_store.__main__ import main as cli_main
+from gpt4all_api.model_store.fetch import (
     CHAT_SPEC,
     EMBEDDING_SPEC,
     WHEEL_DIR_ENV,
@@ -74,7 +74,8 @@ def no_pip(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_package_constants() -> None:
-    assert Path(fetch_mod.__file__).resolve().parent == PACKAGE_MODELS_DIR
+    package = Path(fetch_mod.__file__).resolve().parent.parent
+    assert not DEFAULT_MODELS_DIR.resolve().is_relative_to(package)  # never inside the package
     assert CHAT_SPEC.output_name == DEFAULT_CHAT_MODEL_FILE
     assert EMBEDDING_SPEC.output_name == DEFAULT_EMBEDDING_MODEL_FILE
 

@@ -18,7 +18,7 @@ from embedding_reference import ReferenceBert, bert_source, cosine, token_count
 from openai_schema import validate
 from server import Server, run_server
 
-from gpt4all_api.models import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
 
 EMB = DEFAULT_EMBEDDING_MODEL_FILE.removesuffix(".gguf")
 SMOL = DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf")

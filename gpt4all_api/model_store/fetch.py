@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt4all_api.models import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _build_chat(files: dict[str, Path], part: Path) -> None:
 
 
 def _build_embedding(files: dict[str, Path], part: Path) -> None:
-    from gpt4all_api.models.convert import convert_bert_to_gguf
+    from gpt4all_api.model_store.convert import convert_bert_to_gguf
 
     src_dir = next(iter(files.values())).parent
     convert_bert_to_gguf(src_dir, part, name="all-MiniLM-L6-v2")

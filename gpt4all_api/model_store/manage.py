@@ -1,6 +1,6 @@
 """Operator commands for the models directory: ``list``, ``pull`` and ``rm``.
 
-Registered on ``python -m gpt4all_api.models`` (and ``python -m gpt4all_api models``)
+Registered on ``python -m gpt4all_api.model_store`` (and ``python -m gpt4all_api models``)
 next to ``fetch-default``. They read MODELS_DIR and CATALOG_URL like the server does
 (environment, then ``.env``); ``--models-dir`` / ``--catalog-url`` override. Tables and
 paths go to stdout, progress bars and errors to stderr; exit status 1 on failure.
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt4all_api.model_files import (
+from gpt4all_api.model_store import DEFAULT_MODELS_DIR
+from gpt4all_api.model_store.files import (
     InvalidModelId,
     LocalModel,
     ModelDirectory,
     capability_names,
     validate_model_id,
 )
-from gpt4all_api.models import PACKAGE_MODELS_DIR
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,12 @@ def _settings_values() -> _Where:
         s = Settings()
         return _Where(s.models_dir, s.builtin_models_dir, s.catalog_url, s.catalog_timeout)
     except ValidationError:  # unrelated settings may be invalid; use the raw values
-        from gpt4all_api.models.catalog import DEFAULT_CATALOG_URL
+        from gpt4all_api.model_store.catalog import DEFAULT_CATALOG_URL
 
         env = os.environ
         builtin = env.get("BUILTIN_MODELS_DIR")
         return _Where(
-            Path(env.get("MODELS_DIR") or PACKAGE_MODELS_DIR),
+            Path(env.get("MODELS_DIR") or DEFAULT_MODELS_DIR),
             Path(builtin) if builtin else None,
             env.get("CATALOG_URL") or DEFAULT_CATALOG_URL,
             float(env.get("CATALOG_TIMEOUT") or 10.0),
@@ -111,13 +111,13 @@ def _print_table(rows: list[list[str]]) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     # The table says why a file is unusable; the scan's log warnings would repeat it.
-    logging.getLogger("gpt4all_api.model_files").setLevel(logging.ERROR)
+    logging.getLogger("gpt4all_api.model_store.files").setLevel(logging.ERROR)
     where = _resolve(args)
     models_dir, catalog_url, timeout = where.models_dir, where.catalog_url, where.timeout
     local = where.directory().scan()
     catalog: list[Any] = []
     if args.catalog:
-        from gpt4all_api.models.catalog import CatalogError, fetch_catalog
+        from gpt4all_api.model_store.catalog import CatalogError, fetch_catalog
 
         try:
             catalog = fetch_catalog(catalog_url, timeout)
@@ -208,7 +208,7 @@ class _Bar:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    from gpt4all_api.models.catalog import (
+    from gpt4all_api.model_store.catalog import (
         CatalogError,
         DownloadError,
         download_entry,

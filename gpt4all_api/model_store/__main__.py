@@ -1,7 +1,7 @@
-"""Command line for model files: ``python -m gpt4all_api.models <command>``.
+"""Command line for model files: ``python -m gpt4all_api.model_store <command>``.
 
 ``fetch-default`` builds the default models; ``list``/``pull``/``rm`` manage the
-models directory and the gpt4all catalog (:mod:`gpt4all_api.models.manage`). Also
+models directory and the gpt4all catalog (:mod:`gpt4all_api.model_store.manage`). Also
 reachable as ``python -m gpt4all_api models <command>``. Progress is logged to stderr,
 results (paths) go to stdout so scripts and the Dockerfile can consume them.
 """
@@ -15,16 +15,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpt4all_api.models import PACKAGE_MODELS_DIR
+from gpt4all_api.model_store import DEFAULT_MODELS_DIR
 
 
 def _default_models_dir() -> Path:
     env = os.environ.get("MODELS_DIR")
-    return Path(env) if env else PACKAGE_MODELS_DIR
+    return Path(env) if env else DEFAULT_MODELS_DIR
 
 
 def _cmd_fetch_default(args: argparse.Namespace) -> int:
-    from gpt4all_api.models.fetch import (
+    from gpt4all_api.model_store.fetch import (
         fetch_default_chat,
         fetch_default_embedding,
         fetch_defaults,
@@ -44,7 +44,7 @@ def _cmd_fetch_default(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI parser; sub-commands register a ``func(args) -> exit code``."""
     parser = argparse.ArgumentParser(
-        prog="python -m gpt4all_api.models", description="Manage local model files."
+        prog="python -m gpt4all_api.model_store", description="Manage local model files."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--embedding-only", action="store_true", help="only the embedding model")
     fetch.set_defaults(func=_cmd_fetch_default)
 
-    from gpt4all_api.models.manage import add_commands
+    from gpt4all_api.model_store.manage import add_commands
 
     add_commands(sub)  # list, pull, rm
     return parser
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if getattr(args, "models_dir", "unset") is None:
         args.models_dir = _default_models_dir()
-    from gpt4all_api.models.fetch import ModelFetchError
+    from gpt4all_api.model_store.fetch import ModelFetchError
 
     try:
         return int(args.func(args))
