@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from gpt4all_api.logs import configure_logging
 from gpt4all_api.settings import Settings
+from gpt4all_api.startup import preflight
 
 #: uvicorn's own last resort, after our grace period has ended what was left.
 SHUTDOWN_BACKSTOP_SECONDS = 5.0
@@ -28,18 +29,6 @@ class GracefulServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._on_shutdown()
         await super().shutdown(sockets=sockets)
-
-
-def preflight(settings: Settings) -> str | None:
-    """Problems that would make start-up fail, as one clear line (no traceback)."""
-    if settings.inference_mode == "cpu":
-        from gpt4all_api.registry import resolve_model_path
-
-        try:
-            resolve_model_path(settings)
-        except FileNotFoundError as exc:
-            return str(exc)
-    return None
 
 
 def main() -> int:
@@ -84,7 +73,7 @@ def main() -> int:
         access_log=False,  # the service writes its own access line, with tokens and timings
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds + SHUTDOWN_BACKSTOP_SECONDS,
     )
-    server = GracefulServer(config, app.state.shutdown.begin)
+    server = GracefulServer(config, app.state.services.shutdown.begin)
     server.run()
     return 0 if server.started else 3
 

@@ -1,7 +1,8 @@
-"""The application factory: ``create_app(settings)`` wires engines, routers and handlers.
+"""The application factory: ``create_app(settings)`` builds the services (``wiring``), the
+routers, the middleware and the docs.
 
-Nothing happens at import time: models are loaded and clients opened in the lifespan and
-kept on ``app.state``, so tests can build as many apps as they like from settings.
+Nothing happens at import time: models are loaded and clients opened in the lifespan, so
+tests can build as many apps as they like from settings.
 """
 
 from __future__ import annotations
@@ -18,44 +19,28 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from gpt4all_api import __version__
-from gpt4all_api.engines.remote import build_remote_engine
 from gpt4all_api.errors import install_error_handlers
-from gpt4all_api.metrics import Metrics
+from gpt4all_api.middleware.access import AccessLogMiddleware
 from gpt4all_api.middleware.auth import APIKeyMiddleware
 from gpt4all_api.middleware.body_limit import BodyLimitMiddleware
-from gpt4all_api.middleware.request_context import RequestContextMiddleware
 from gpt4all_api.openapi import install_openapi
-from gpt4all_api.registry import ModelRegistry
 from gpt4all_api.routers import chat, completions, embeddings, health, models
-from gpt4all_api.services.admission import Admission
 from gpt4all_api.settings import Settings
-from gpt4all_api.shutdown import ShutdownCoordinator
+from gpt4all_api.wiring import AppServices, build_services
 
 logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    registry = ModelRegistry(settings)
-    app.state.registry = registry
+    services: AppServices = app.state.services
     try:
-        if settings.inference_mode == "gpu":
-            engine = build_remote_engine(settings)
-            await engine.start()
-            registry.add(engine)
-        # Loads MODEL (CPU mode) and EMBEDDING_MODEL now; any other GGUF file in MODELS_DIR
-        # loads when a request names it (see registry.ModelManager).
-        await registry.start()
+        await services.start()
         yield
     finally:
         # Under `python -m gpt4all_api` the grace period already ran (see __main__); under
         # other servers, streams still open are ended now with an error event and [DONE].
-        shutdown: ShutdownCoordinator = app.state.shutdown
-        shutdown.begin(0)
-        await shutdown.wait_streams(5.0)
-        await registry.close()
-        logger.info("models freed")
+        await services.close()
 
 
 def _mount_offline_docs(app: FastAPI) -> None:
@@ -96,33 +81,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         redirect_slashes=False,
     )
-    app.state.settings = settings
+    services = build_services(settings)
+    app.state.services = services  # the routers' dependencies (routers/deps.py) read it
     install_error_handlers(app)
     for module in (models, completions, chat, embeddings, health):
         app.include_router(module.router)
     _mount_offline_docs(app)
-    _install_hardening(app, settings)
+    _install_middleware(app, services)
     return app
 
 
-def _model_states(app: FastAPI) -> list[tuple[str, bool, float | None]]:
-    """(model, loaded, last load seconds) of the registry's engines, for /metrics."""
-    registry = getattr(app.state, "registry", None)
-    engines = getattr(registry, "engines", None) or {}  # the models in memory now
-    return [
-        (model_id, bool(getattr(e, "loaded", True)), getattr(e, "load_seconds", None))
-        for model_id, e in list(engines.items())
-    ]
-
-
-def _install_hardening(app: FastAPI, settings: Settings) -> None:
-    """Admission queues, graceful shutdown, metrics, and the middleware stack."""
-    app.state.shutdown = ShutdownCoordinator(settings.graceful_shutdown_seconds)
-    metrics = Metrics() if settings.metrics_enabled else None
-    app.state.metrics = metrics
-    app.state.admission = Admission(settings.max_queue, settings.queue_timeout or None, metrics)
+def _install_middleware(app: FastAPI, services: AppServices) -> None:
+    """/metrics, the OpenAPI document, and the middleware stack."""
+    settings, metrics = services.settings, services.metrics
     if metrics is not None:
-        metrics.watch_state(app.state.admission.snapshot, lambda: _model_states(app))
 
         @app.get("/metrics", include_in_schema=False)
         async def prometheus_metrics() -> Response:
@@ -145,4 +117,4 @@ def _install_hardening(app: FastAPI, settings: Settings) -> None:
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)

@@ -7,6 +7,7 @@ same envelope, so clients never see a traceback or a FastAPI-specific shape.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,25 @@ def error_body(
     message: str, type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    type: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Send an error response from pure ASGI middleware (before the app is reached)."""
+    body = json.dumps(error_body(message, type, None, code)).encode()
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:

@@ -12,8 +12,8 @@ import pytest
 from tinymodel import build_tiny_model
 
 from gpt4all_api.model_store.files import ModelDirectory
-from gpt4all_api.registry import model_directory, resolve_model_path
 from gpt4all_api.settings import Settings
+from gpt4all_api.startup import model_directory, resolve_model_path
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""ModelManager in-process with real tiny GGUF models: on-demand loading, LRU, leases."""
+"""The model registry in-process with real tiny GGUF models: on-demand loading, LRU, leases
+(built from settings as the app builds it: ``wiring.build_services``)."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import os
 import shutil
 import time
@@ -13,14 +14,17 @@ from typing import Any
 
 import pytest
 from gguf_tools import drop_tensor
-from starlette.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 from tinymodel import build_broken_models, build_tiny_model
 
-from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
+from gpt4all_api.engines.base import Capabilities, Capability, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from gpt4all_api.model_store import DEFAULT_EMBEDDING_MODEL_FILE
-from gpt4all_api.registry import ModelLoadFailed, ModelManager
+from gpt4all_api.registry import ModelLoadFailed
+from gpt4all_api.services.generation.streaming import GenerationStream
 from gpt4all_api.settings import Settings
+from gpt4all_api.startup import load_configured_models
+from gpt4all_api.wiring import AppServices, build_services
 
 MODELS = ("alpha", "beta", "gamma")
 
@@ -35,7 +39,7 @@ def models_dir(tmp_path: Path) -> Path:
     return d
 
 
-def make_manager(models_dir: Path, **overrides: Any) -> ModelManager:
+def make_manager(models_dir: Path, **overrides: Any) -> AppServices:
     values: dict[str, Any] = {
         "models_dir": models_dir,
         "model": "alpha",
@@ -46,17 +50,17 @@ def make_manager(models_dir: Path, **overrides: Any) -> ModelManager:
         "model_wait_timeout": 5.0,
         **overrides,
     }
-    return ModelManager(Settings(_env_file=None, **values))  # type: ignore[call-arg]
+    return build_services(Settings(_env_file=None, **values))  # type: ignore[call-arg]
 
 
-def loaded(manager: ModelManager) -> list[str]:
-    return sorted(manager.ids)
+def loaded(manager: AppServices) -> list[str]:
+    return sorted(manager.registry.engines)
 
 
-async def hold(manager: ModelManager, name: str, seconds: float, cap: str = "chat") -> str:
-    async with manager.acquire(name, cap) as lease:
+async def hold(manager: AppServices, name: str, seconds: float, cap: Capability = "chat") -> str:
+    async with manager.registry.acquire(name, cap) as engine:
         await asyncio.sleep(seconds)
-        return lease.engine.model_id
+        return engine.model_id
 
 
 def test_start_loads_the_configured_model_and_lists_every_usable_file(models_dir: Path) -> None:
@@ -64,8 +68,8 @@ def test_start_loads_the_configured_model_and_lists_every_usable_file(models_dir
         m = make_manager(models_dir)
         await m.start()
         try:
-            assert loaded(m) == ["alpha"] and m.loads == 1
-            infos = await m.infos()
+            assert loaded(m) == ["alpha"] and m.registry.loads == 1
+            infos = await m.listing.infos()
             ids = [i.id for i in infos]
             # configured model first; broken files (truncated, not-gguf, unknown-arch) are
             # left out; the missing-tensor file looks fine until loaded.
@@ -93,7 +97,7 @@ def test_concurrent_requests_load_a_model_once(models_dir: Path) -> None:
         try:
             results = await asyncio.gather(*(hold(m, "beta", 0.05) for _ in range(12)))
             assert results == ["beta"] * 12
-            assert m.loads == 2  # alpha at start, beta once
+            assert m.registry.loads == 2  # alpha at start, beta once
             assert loaded(m) == ["alpha", "beta"]
         finally:
             await m.close()
@@ -113,8 +117,8 @@ def test_least_recently_used_idle_model_is_unloaded(models_dir: Path) -> None:
             assert loaded(m) == ["alpha", "gamma"]
             await hold(m, "beta", 0)  # evicts alpha
             assert loaded(m) == ["beta", "gamma"]
-            assert m.unloads == 2
-            infos = {i.id: i.extra["loaded"] for i in await m.infos()}
+            assert m.registry.unloads == 2
+            infos = {i.id: i.extra["loaded"] for i in await m.listing.infos()}
             assert infos == {
                 "alpha": False,
                 "beta": True,
@@ -179,7 +183,7 @@ def test_mixed_concurrent_load_stays_within_the_limit(models_dir: Path) -> None:
         async def watch() -> None:
             nonlocal peak
             while True:
-                peak = max(peak, m._in_memory())
+                peak = max(peak, m.registry.in_memory())
                 await asyncio.sleep(0.001)
 
         watcher = asyncio.ensure_future(watch())
@@ -188,7 +192,7 @@ def test_mixed_concurrent_load_stays_within_the_limit(models_dir: Path) -> None:
             got = await asyncio.gather(*(hold(m, n, 0.01 * (i % 4)) for i, n in enumerate(names)))
             assert got == names
             assert peak <= 2
-            assert all(s.refs == 0 for s in m._slots.values())
+            assert all(s.refs == 0 for s in m.registry._loaded.values())
         finally:
             watcher.cancel()
             await m.close()
@@ -212,11 +216,11 @@ def test_broken_files_fail_clearly_and_others_keep_working(models_dir: Path) -> 
                     await hold(m, name, 0)
                 assert exc.value.status_code == 400 and exc.value.code == "model_load_failed"
                 assert reason in exc.value.message, exc.value.message
-            loads = m.loads
+            loads = m.registry.loads
             # the failure is remembered for this file version: no second load attempt
             with pytest.raises(ModelLoadFailed):
                 await hold(m, "missing-tensor", 0)
-            assert m.loads == loads and m._in_memory() == 1
+            assert m.registry.loads == loads and m.registry.in_memory() == 1
             assert await hold(m, "beta", 0) == "beta"
             # replacing the file clears it
             tmp = models_dir / "fixed.tmp"
@@ -237,7 +241,7 @@ def test_wrong_kind_of_model_and_bad_names(models_dir: Path, default_models_dir:
         await m.start()
         try:
             assert loaded(m) == ["alpha", "emb"]
-            emb = next(i for i in await m.infos() if i.id == "emb")
+            emb = next(i for i in await m.listing.infos() if i.id == "emb")
             assert emb.extra["capabilities"] == ["embeddings"]
             assert emb.extra["embedding_dimensions"] == 384
             with pytest.raises(InvalidRequest, match="embedding model") as exc:
@@ -268,7 +272,7 @@ def test_symlinks_outside_are_never_served(models_dir: Path, tmp_path: Path) -> 
         m = make_manager(models_dir)
         await m.start()
         try:
-            ids = [i.id for i in await m.infos()]
+            ids = [i.id for i in await m.listing.infos()]
             assert "alias" in ids and "escape" not in ids
             assert await hold(m, "alias", 0) == "alias"
             with pytest.raises(ModelNotFound):
@@ -276,12 +280,12 @@ def test_symlinks_outside_are_never_served(models_dir: Path, tmp_path: Path) -> 
             # a link re-pointed outside after it was listed is refused as well
             link = models_dir / "beta-link.gguf"
             link.symlink_to(models_dir / "gamma.gguf")
-            assert "beta-link" in [i.id for i in await m.infos()]
+            assert "beta-link" in [i.id for i in await m.listing.infos()]
             link.unlink()
             link.symlink_to(outside)
             with pytest.raises(ModelNotFound):
                 await hold(m, "beta-link", 0)
-            assert "Secret" not in str([e.model_id for e in m.engines.values()])
+            assert "Secret" not in str([e.model_id for e in m.registry.engines.values()])
         finally:
             await m.close()
 
@@ -293,14 +297,14 @@ def test_a_replaced_file_is_reloaded_when_idle(models_dir: Path) -> None:
         m = make_manager(models_dir)
         await m.start()
         try:
-            first = m.get("alpha")
+            first = m.registry.engines["alpha"]
             tmp = models_dir / "alpha.tmp"
             build_tiny_model(tmp, sentence="I am the new alpha, longer than before.")
             os.replace(tmp, models_dir / "alpha.gguf")
             assert await hold(m, "alpha", 0) == "alpha"
-            assert m.get("alpha") is not first and m.loads == 2
+            assert m.registry.engines["alpha"] is not first and m.registry.loads == 2
             await asyncio.sleep(0.05)
-            assert m.unloads == 1 and m._in_memory() == 1
+            assert m.registry.unloads == 1 and m.registry.in_memory() == 1
         finally:
             await m.close()
 
@@ -312,26 +316,53 @@ def test_streamed_response_holds_the_model_until_its_body_ends(models_dir: Path)
         for i in range(3):
             yield str(i).encode()
 
+    async def nothing() -> None:
+        return None
+
+    async def serve(response: GenerationStream, fail: bool = False) -> list[bytes]:
+        sent: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if fail:
+                raise OSError("client gone")
+            if message["type"] == "http.response.body" and message.get("body"):
+                sent.append(message["body"])
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "POST"}
+        with contextlib.suppress(OSError, ClientDisconnect):
+            await response(scope, receive, send)
+        return sent
+
+    async def held_stream(m: AppServices) -> GenerationStream:
+        # what GenerationService does: the lease joins the request's exit stack, which the
+        # response takes over
+        async with contextlib.AsyncExitStack() as held:
+            await held.enter_async_context(m.registry.acquire("alpha", "chat"))
+            response = GenerationStream(body(), nothing)
+            response.hand_over(held.pop_all())
+        return response
+
     async def main() -> None:
         m = make_manager(models_dir)
         await m.start()
         try:
-            async with m.acquire("alpha", "chat") as lease:
-                response = lease.keep_until_sent(StreamingResponse(body()))
-            slot = m._slots["alpha"]
+            response = await held_stream(m)
+            slot = m.registry._loaded["alpha"]
             assert slot.refs == 1  # still held: the body has not been sent
-            chunks = [c async for c in response.body_iterator]
+            chunks = await serve(response)
             assert chunks == [b"0", b"1", b"2"] and slot.refs == 0
-            # a body that is never sent (client gone first) is released when dropped
-            async with m.acquire("alpha", "chat") as lease:
-                response = lease.keep_until_sent(StreamingResponse(body()))
+            # a body that is never sent (client gone first) is released as well
+            response = await held_stream(m)
             assert slot.refs == 1
-            del response
-            gc.collect()
+            assert await serve(response, fail=True) == []
             assert slot.refs == 0
             # an error inside the block releases at once
             with pytest.raises(RuntimeError):
-                async with m.acquire("alpha", "chat"):
+                async with m.registry.acquire("alpha", "chat"):
                     raise RuntimeError("boom")
             assert slot.refs == 0
         finally:
@@ -371,19 +402,19 @@ def test_gpu_mode_serves_added_engine_and_local_embeddings(
             max_loaded_models=1,
         )
         remote = _Remote()
-        m.add(remote)
-        await m.start()
+        m.registry.pin(remote)
+        await load_configured_models(m.registry, m.settings)
         try:
             # chat models on disk are not served in GPU mode; the added engine does not
             # count against MAX_LOADED_MODELS and is never unloaded
-            assert [i.id for i in await m.infos()] == ["org/remote-model", "emb"]
-            assert m.ids == ["org/remote-model", "emb"]
+            assert [i.id for i in await m.listing.infos()] == ["org/remote-model", "emb"]
+            assert list(m.registry.engines) == ["org/remote-model", "emb"]
             assert await hold(m, "org/remote-model", 0) == "org/remote-model"
             assert await hold(m, "emb", 0, "embeddings") == "emb"
             with pytest.raises(ModelNotFound):
                 await hold(m, "alpha", 0)
-            assert (await m.info("org/remote-model")).id == "org/remote-model"
-            assert m.get("org/remote-model") is remote
+            assert (await m.listing.info("org/remote-model")).id == "org/remote-model"
+            assert m.registry.engines["org/remote-model"] is remote
         finally:
             await m.close()
         assert remote.closed

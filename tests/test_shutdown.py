@@ -129,7 +129,7 @@ def test_draining_refuses_new_work_and_fails_health(loop_models_dir: Path) -> No
         body = {"model": "tiny-test-model", "prompt": "hi", "max_tokens": 2}
         assert client.post("/v1/completions", json=body).status_code == 200
         assert client.portal is not None
-        client.portal.call(app.state.shutdown.begin, 30.0)
+        client.portal.call(app.state.services.shutdown.begin, 30.0)
         health = client.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "shutting_down"
         r = client.post("/v1/completions", json=body)

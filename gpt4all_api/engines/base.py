@@ -15,12 +15,29 @@ from typing import Any, Literal
 
 FinishReason = Literal["stop", "length"]
 
+#: What a model can be used for; one name per endpoint family. Requests name the one they
+#: need (``ModelRegistry.acquire``), so a misspelt capability is a type error, not a 500.
+Capability = Literal["completions", "chat", "embeddings"]
+CAPABILITY_NAMES: tuple[Capability, ...] = ("completions", "chat", "embeddings")
+
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     completions: bool = True
     chat: bool = True
     embeddings: bool = False
+
+    @classmethod
+    def for_kind(cls, embedding: bool) -> Capabilities:
+        """A text-generation model (completions and chat) or an embedding model."""
+        return cls(completions=not embedding, chat=not embedding, embeddings=embedding)
+
+    def supports(self, capability: Capability) -> bool:
+        return bool(getattr(self, capability))
+
+    def names(self) -> list[Capability]:
+        """The capabilities as ``/v1/models`` lists them."""
+        return [name for name in CAPABILITY_NAMES if self.supports(name)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +110,13 @@ class Engine(ABC):
     #: Requests served at once; more wait in the admission queue (MAX_QUEUE, QUEUE_TIMEOUT).
     #: None: no limit here, for upstreams that queue and batch themselves (TGI).
     max_concurrency: int | None = None
+    #: Seconds the last ``start()`` took (local models), for /metrics.
+    load_seconds: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the engine can serve now (weights loaded, upstream answering)."""
+        return True
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights / open connections (called once, in the lifespan)."""

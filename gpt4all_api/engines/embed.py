@@ -58,7 +58,7 @@ def has_tokens(text: str) -> bool:
 class EmbeddingEngine(LocalEngine):
     """An embedding model served from a local GGUF file."""
 
-    capabilities = Capabilities(completions=False, chat=False, embeddings=True)
+    capabilities = Capabilities.for_kind(embedding=True)
 
     def __init__(
         self,
@@ -171,7 +171,7 @@ class EmbeddingEngine(LocalEngine):
             id=self.model_id,
             created=created,
             extra={
-                "capabilities": ["embeddings"],
+                "capabilities": self.capabilities.names(),
                 "context_length": self.context_length,
                 "embedding_dimensions": self.dimensions,
                 "loaded": self.loaded,

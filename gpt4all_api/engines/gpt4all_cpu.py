@@ -69,7 +69,7 @@ def _load_gpt4all(path: Path, n_ctx: int, n_threads: int | None, allow_download:
 class Gpt4AllEngine(LocalEngine):
     """A chat/completion model served from a local GGUF file."""
 
-    capabilities = Capabilities(completions=True, chat=True, embeddings=False)
+    capabilities = Capabilities.for_kind(embedding=False)
 
     def __init__(
         self,
@@ -116,7 +116,7 @@ class Gpt4AllEngine(LocalEngine):
             id=self.model_id,
             created=created,
             extra={
-                "capabilities": ["completions", "chat"],
+                "capabilities": self.capabilities.names(),
                 "context_length": self.n_ctx,
                 "architecture": meta.architecture if meta else None,
                 "size_bytes": meta.file_size if meta else None,

@@ -1,8 +1,8 @@
 """Engines that proxy to an inference server over HTTP (``INFERENCE_MODE=gpu``).
 
-``build_remote_engine(settings)`` picks the backend: HuggingFace text-generation-inference
-(``GPU_BACKEND=tgi``, see ``engines.tgi``) or any OpenAI-compatible server
-(``GPU_BACKEND=openai``, see ``engines.openai_upstream``). Both share what is here: one
+Two backends (chosen by ``GPU_BACKEND`` in ``engines.factory``): HuggingFace
+text-generation-inference (``engines.tgi``) or any OpenAI-compatible server
+(``engines.openai_upstream``). Both share what is here: one
 ``httpx.AsyncClient`` per engine, opened in ``start()`` (the app's lifespan) with explicit
 timeouts and connection limits and closed in ``close()``; the model info read at start-up
 (with a bounded wait); health probes; a Server-Sent Events parser that follows the spec
@@ -51,17 +51,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRY_AFTER = "1"
 #: Timeouts of health probes and start-up info requests (never longer than configured).
 PROBE_TIMEOUT = 5.0
-
-
-def build_remote_engine(settings: Settings) -> Engine:
-    """The engine for ``INFERENCE_MODE=gpu``, by ``GPU_BACKEND``."""
-    if settings.gpu_backend == "openai":
-        from gpt4all_api.engines.openai_upstream import OpenAiUpstreamEngine
-
-        return OpenAiUpstreamEngine(settings)
-    from gpt4all_api.engines.tgi import TgiEngine
-
-    return TgiEngine(settings)
 
 
 # --- Server-Sent Events --------------------------------------------------------------------
@@ -227,7 +216,7 @@ class RemoteEngine(Engine):
     backend: ClassVar[str]
     #: GET route answering 200 while the upstream can serve.
     health_path: ClassVar[str]
-    capabilities = Capabilities(completions=True, chat=True, embeddings=False)
+    capabilities = Capabilities.for_kind(embedding=False)
 
     def __init__(self, settings: Settings) -> None:
         assert settings.gpu_url is not None  # Settings requires it in gpu mode
@@ -410,7 +399,7 @@ class RemoteEngine(Engine):
             id=self.model_id,
             created=self.created,
             extra={
-                "capabilities": ["completions", "chat"],
+                "capabilities": self.capabilities.names(),
                 **self.upstream_extra,
                 "backend": self.backend,
                 "loaded": self._info_loaded,

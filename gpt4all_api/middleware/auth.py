@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gpt4all_api.middleware.errors import send_error
+from gpt4all_api.errors import send_error
 
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static-docs/",)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gpt4all_api.middleware.errors import send_error
+from gpt4all_api.errors import send_error
 
 
 class BodyLimitMiddleware:

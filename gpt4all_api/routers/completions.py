@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 
 from gpt4all_api.protocol.completions import CreateCompletionRequest, CreateCompletionResponse
-from gpt4all_api.registry import ModelRegistry
-from gpt4all_api.routers.deps import get_registry, get_settings
-from gpt4all_api.services.generation import plan_completion, respond
-from gpt4all_api.settings import Settings
+from gpt4all_api.routers.deps import get_services
+from gpt4all_api.wiring import AppServices
 
 router = APIRouter(tags=["completions"])
 
@@ -24,16 +22,6 @@ router = APIRouter(tags=["completions"])
 async def create_completion(
     body: CreateCompletionRequest,
     request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
-    registry: Annotated[ModelRegistry, Depends(get_registry)],
-) -> JSONResponse | StreamingResponse:
-    plans = plan_completion(body, settings)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    # The lease holds the model (loaded on demand, never unloaded while held) until the
-    # response is complete: for a stream, until its body ends.
-    async with registry.acquire(body.model, "completions") as lease:
-        engine = lease.engine
-        response = await respond(
-            request, engine, "completion", engine.model_id, plans, bool(body.stream), include_usage
-        )
-        return lease.keep_until_sent(response)
+    services: Annotated[AppServices, Depends(get_services)],
+) -> Response:
+    return await services.generation.complete(request, body)

@@ -1,16 +1,11 @@
-"""Dependencies shared by the routers (state kept on ``app.state`` by the lifespan)."""
+"""The routers' dependencies: the services ``create_app`` built (``wiring.AppServices``)."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from gpt4all_api.registry import ModelRegistry
-from gpt4all_api.settings import Settings
+from gpt4all_api.wiring import AppServices
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+def get_services(request: Request) -> AppServices:
+    return request.app.state.services

@@ -8,10 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gpt4all_api.protocol.embeddings import CreateEmbeddingRequest, CreateEmbeddingResponse
-from gpt4all_api.registry import ModelRegistry
-from gpt4all_api.routers.deps import get_registry, get_settings
-from gpt4all_api.services.embeddings import create_embeddings, embedding_inputs
-from gpt4all_api.settings import Settings
+from gpt4all_api.routers.deps import get_services
+from gpt4all_api.wiring import AppServices
 
 router = APIRouter(tags=["embeddings"])
 
@@ -24,10 +22,6 @@ router = APIRouter(tags=["embeddings"])
 async def create_embedding(
     body: CreateEmbeddingRequest,
     request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
-    registry: Annotated[ModelRegistry, Depends(get_registry)],
+    services: Annotated[AppServices, Depends(get_services)],
 ) -> JSONResponse:
-    texts = embedding_inputs(body, settings)
-    async with registry.acquire(body.model, "embeddings") as lease:
-        result = await create_embeddings(request, lease.engine, body, texts)  # type: ignore[arg-type]
-    return JSONResponse(result)
+    return JSONResponse(await services.embeddings.create(request, body))

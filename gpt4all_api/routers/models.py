@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends
 
 from gpt4all_api.engines.base import ModelInfo
 from gpt4all_api.protocol.models import ListModelsResponse, Model
-from gpt4all_api.registry import ModelRegistry
-from gpt4all_api.routers.deps import get_registry
+from gpt4all_api.routers.deps import get_services
+from gpt4all_api.wiring import AppServices
 
 router = APIRouter(tags=["models"])
 
@@ -33,10 +33,10 @@ def _model(info: ModelInfo) -> dict[str, Any]:
 
 
 @router.get("/v1/models", response_model=ListModelsResponse, summary="List the served models")
-async def list_models(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> dict:
-    return {"object": "list", "data": [_model(i) for i in await registry.infos()]}
+async def list_models(services: Annotated[AppServices, Depends(get_services)]) -> dict:
+    return {"object": "list", "data": [_model(i) for i in await services.listing.infos()]}
 
 
 @router.get("/v1/models/{model:path}", response_model=Model, summary="Describe one model")
-async def get_model(model: str, registry: Annotated[ModelRegistry, Depends(get_registry)]) -> dict:
-    return _model(await registry.info(model))
+async def get_model(model: str, services: Annotated[AppServices, Depends(get_services)]) -> dict:
+    return _model(await services.listing.info(model))

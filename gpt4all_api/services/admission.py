@@ -7,7 +7,7 @@ arrival order; a request beyond that is refused at once with 429 and ``Retry-Aft
 it costs the model anything, so it can neither lose nor slow down the queued ones. A request
 that waits longer than ``QUEUE_TIMEOUT`` fails with 503 ``queue_timeout`` without running.
 
-A slot is held for the whole request (every choice of ``n``, every prompt of a list, the
+A ticket is held for the whole request (every choice of ``n``, every prompt of a list, the
 full stream), which keeps the gpt4all worker's own FIFO at most one request deep.
 Everything here runs on the event loop thread; no locks are needed.
 """
@@ -57,8 +57,9 @@ class QueueTimeout(APIError):
         )
 
 
-class Slot:
-    """The right to use a model; release it exactly once (idempotent, also as a context)."""
+class Ticket:
+    """The right to run one request on a model; release it once (idempotent, also as a
+    context manager)."""
 
     __slots__ = ("_gate", "_released", "acquired_at")
 
@@ -72,7 +73,7 @@ class Slot:
             self._released = True
             self._gate._release(time.monotonic() - self.acquired_at)
 
-    async def __aenter__(self) -> Slot:
+    async def __aenter__(self) -> Ticket:
         return self
 
     async def __aexit__(
@@ -85,21 +86,21 @@ class Slot:
 
 
 class AdmissionGate:
-    """``slots`` requests at once (None: unlimited), at most ``max_queue`` waiting."""
+    """``capacity`` requests at once (None: unlimited), at most ``max_queue`` waiting."""
 
     def __init__(
         self,
         model: str,
-        slots: int | None,
+        capacity: int | None,
         max_queue: int,
         timeout: float | None,
         on_wait: Callable[[float], None] | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
-        if slots is not None and slots < 1:
-            raise ValueError("slots must be at least 1")
+        if capacity is not None and capacity < 1:
+            raise ValueError("capacity must be at least 1")
         self.model = model
-        self.slots = slots
+        self.capacity = capacity
         self.max_queue = max_queue
         self.timeout = timeout if timeout else None
         self._on_wait = on_wait
@@ -120,16 +121,16 @@ class AdmissionGate:
         """Seconds until a new request would likely get in (from recent service times)."""
         if self._avg_service is None:
             return 1
-        slots = self.slots or 1
-        estimate = self._avg_service * (self.waiting + 1) / slots
+        capacity = self.capacity or 1
+        estimate = self._avg_service * (self.waiting + 1) / capacity
         return max(1, min(_RETRY_AFTER_MAX, math.ceil(estimate)))
 
-    async def acquire(self) -> Slot:
-        """Wait for a slot in FIFO order; raises ``QueueFull`` / ``QueueTimeout``."""
-        if self.slots is None or (self._running < self.slots and not self._waiters):
+    async def acquire(self) -> Ticket:
+        """Wait for a ticket in FIFO order; raises ``QueueFull`` / ``QueueTimeout``."""
+        if self.capacity is None or (self._running < self.capacity and not self._waiters):
             self._running += 1
             self._waited(0.0)
-            return Slot(self)
+            return Ticket(self)
         if len(self._waiters) >= self.max_queue:
             self._rejected("queue_full")
             raise QueueFull(self.model, self.max_queue, self.retry_after())
@@ -148,11 +149,11 @@ class AdmissionGate:
                 ) from None
             raise
         self._waited(time.monotonic() - started)
-        return Slot(self)
+        return Ticket(self)
 
     def _abandon(self, waiter: asyncio.Future[None]) -> None:
         if waiter.done() and not waiter.cancelled():
-            self._release(None)  # the slot was handed over just as we gave up: pass it on
+            self._release(None)  # the ticket was handed over just as we gave up: pass it on
             return
         waiter.cancel()
         with contextlib.suppress(ValueError):
@@ -165,7 +166,7 @@ class AdmissionGate:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the next in line
+                waiter.set_result(None)  # the ticket passes straight to the next in line
                 return
         self._running -= 1
 
@@ -187,15 +188,15 @@ class Admission:
         self._metrics = metrics
         self._gates: dict[str, AdmissionGate] = {}
 
-    async def admit(self, model: str, slots: int | None) -> Slot:
-        """Wait for a slot on ``model`` (429 at once when its queue is full); the time spent
+    async def admit(self, model: str, capacity: int | None) -> Ticket:
+        """Wait for a ticket on ``model`` (429 at once when its queue is full); the time spent
         waiting goes to the request's access line."""
         started = time.perf_counter()
-        slot = await self.gate(model, slots).acquire()
+        ticket = await self.gate(model, capacity).acquire()
         request_context.note_queue_wait(time.perf_counter() - started)
-        return slot
+        return ticket
 
-    def gate(self, model: str, slots: int | None) -> AdmissionGate:
+    def gate(self, model: str, capacity: int | None) -> AdmissionGate:
         gate = self._gates.get(model)
         if gate is None:
             on_wait = on_reject = None
@@ -209,7 +210,7 @@ class Admission:
                 def on_reject(reason: str) -> None:
                     rejected.labels(model, reason).inc()
 
-            gate = AdmissionGate(model, slots, self.max_queue, self.timeout, on_wait, on_reject)
+            gate = AdmissionGate(model, capacity, self.max_queue, self.timeout, on_wait, on_reject)
             self._gates[model] = gate
         return gate
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, cast
 
 import numpy as np
 from fastapi import Request
@@ -19,12 +19,13 @@ from fastapi import Request
 from gpt4all_api.engines.embed import EmbeddingResult, has_tokens
 from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.embeddings import CreateEmbeddingRequest
+from gpt4all_api.registry import ModelRegistry
+from gpt4all_api.services.admission import Admission
 from gpt4all_api.services.disconnect import until_disconnected
 from gpt4all_api.settings import Settings
+from gpt4all_api.shutdown import ShutdownCoordinator
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class Embedder(Protocol):
@@ -82,22 +83,32 @@ def embedding_response(model: str, result: EmbeddingResult, encoding_format: str
     }
 
 
-async def create_embeddings(
-    request: Request, engine: Embedder, body: CreateEmbeddingRequest, texts: list[str]
-) -> dict[str, Any]:
-    """Embed under the same admission queue (MAX_QUEUE, QUEUE_TIMEOUT) and shutdown rules
-    as generation; the client leaving cancels the work (between backend batches)."""
-    state = request.app.state
-    shutdown = getattr(state, "shutdown", None)
-    if shutdown is not None:
-        shutdown.refuse_if_draining()
-    admission = getattr(state, "admission", None)
+class EmbeddingService:
+    """Serves ``/v1/embeddings``: the model's lease and admission ticket for the request,
+    under the same queue (MAX_QUEUE, QUEUE_TIMEOUT) and shutdown rules as generation; the
+    client leaving cancels the work (between backend batches)."""
 
-    async def work() -> EmbeddingResult:
-        if admission is None:
-            return await engine.embed(texts, body.dimensions)
-        async with await admission.admit(engine.model_id, engine.max_concurrency):
-            return await engine.embed(texts, body.dimensions)
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        admission: Admission,
+        shutdown: ShutdownCoordinator,
+        settings: Settings,
+    ) -> None:
+        self.registry = registry
+        self.admission = admission
+        self.shutdown = shutdown
+        self.settings = settings
 
-    result = await until_disconnected(request, work(), shutdown)
-    return embedding_response(engine.model_id, result, body.encoding_format)
+    async def create(self, request: Request, body: CreateEmbeddingRequest) -> dict[str, Any]:
+        self.shutdown.refuse_if_draining()
+        texts = embedding_inputs(body, self.settings)
+        async with self.registry.acquire(body.model, "embeddings") as engine:
+            embedder = cast(Embedder, engine)
+
+            async def work() -> EmbeddingResult:
+                async with await self.admission.admit(engine.model_id, engine.max_concurrency):
+                    return await embedder.embed(texts, body.dimensions)
+
+            result = await until_disconnected(request, work(), self.shutdown)
+        return embedding_response(engine.model_id, result, body.encoding_format)

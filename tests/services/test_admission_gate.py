@@ -12,7 +12,7 @@ from gpt4all_api.services.admission import Admission, AdmissionGate, QueueFull, 
 
 def test_fifo_order_and_hand_over() -> None:
     async def main() -> list[int]:
-        gate = AdmissionGate("m", slots=1, max_queue=10, timeout=None)
+        gate = AdmissionGate("m", capacity=1, max_queue=10, timeout=None)
         order: list[int] = []
         first = await gate.acquire()
 
@@ -35,7 +35,7 @@ def test_fifo_order_and_hand_over() -> None:
 
 def test_full_queue_rejects_at_once_without_touching_the_queued() -> None:
     async def main() -> None:
-        gate = AdmissionGate("m", slots=1, max_queue=2, timeout=None)
+        gate = AdmissionGate("m", capacity=1, max_queue=2, timeout=None)
         held = await gate.acquire()
         queued = [asyncio.create_task(gate.acquire()) for _ in range(2)]
         await asyncio.sleep(0.01)
@@ -58,7 +58,7 @@ def test_full_queue_rejects_at_once_without_touching_the_queued() -> None:
 
 def test_queue_timeout_skips_the_request_and_keeps_the_order() -> None:
     async def main() -> None:
-        gate = AdmissionGate("m", slots=1, max_queue=5, timeout=0.1)
+        gate = AdmissionGate("m", capacity=1, max_queue=5, timeout=0.1)
         held = await gate.acquire()
         started = time.monotonic()
         with pytest.raises(QueueTimeout) as info:
@@ -75,7 +75,7 @@ def test_queue_timeout_skips_the_request_and_keeps_the_order() -> None:
 
 def test_cancelled_waiter_leaves_the_queue() -> None:
     async def main() -> None:
-        gate = AdmissionGate("m", slots=1, max_queue=1, timeout=None)
+        gate = AdmissionGate("m", capacity=1, max_queue=1, timeout=None)
         held = await gate.acquire()
         waiter = asyncio.create_task(gate.acquire())
         await asyncio.sleep(0.01)
@@ -94,7 +94,7 @@ def test_cancelled_waiter_leaves_the_queue() -> None:
 
 def test_slot_handed_over_as_the_waiter_gives_up_is_passed_on() -> None:
     async def main() -> None:
-        gate = AdmissionGate("m", slots=1, max_queue=5, timeout=None)
+        gate = AdmissionGate("m", capacity=1, max_queue=5, timeout=None)
         held = await gate.acquire()
         a = asyncio.create_task(gate.acquire())
         b = asyncio.create_task(gate.acquire())
@@ -111,7 +111,7 @@ def test_slot_handed_over_as_the_waiter_gives_up_is_passed_on() -> None:
 
 def test_release_is_idempotent_and_unlimited_gates_never_queue() -> None:
     async def main() -> None:
-        gate = AdmissionGate("m", slots=2, max_queue=0, timeout=None)
+        gate = AdmissionGate("m", capacity=2, max_queue=0, timeout=None)
         s1, s2 = await gate.acquire(), await gate.acquire()
         with pytest.raises(QueueFull):
             await gate.acquire()
@@ -120,7 +120,7 @@ def test_release_is_idempotent_and_unlimited_gates_never_queue() -> None:
         assert gate.running == 1
         s2.release()
         assert gate.running == 0
-        free = AdmissionGate("m", slots=None, max_queue=0, timeout=None)
+        free = AdmissionGate("m", capacity=None, max_queue=0, timeout=None)
         slots = [await free.acquire() for _ in range(50)]
         assert free.waiting == 0
         for s in slots:

@@ -65,7 +65,7 @@ def _printable_path(path: str) -> str:
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
 
 
-class RequestContextMiddleware:
+class AccessLogMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
         self.metrics = metrics

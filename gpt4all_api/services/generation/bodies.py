@@ -1,0 +1,111 @@
+"""The OpenAI JSON shapes of a generation: a whole (non-streamed) response, stream chunks,
+usage and ids; and collecting every choice of a non-streamed request."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from gpt4all_api import request_context
+from gpt4all_api.engines.base import Engine, FinishReason
+from gpt4all_api.services.generation.choice import run_choice
+from gpt4all_api.services.generation.planning import ChoicePlan, Kind
+from gpt4all_api.services.sse import sse_event
+
+
+def usage_body(prompt_tokens: dict[int, int], completion_tokens: int) -> dict[str, int]:
+    p = sum(prompt_tokens.values())
+    return {
+        "prompt_tokens": p,
+        "completion_tokens": completion_tokens,
+        "total_tokens": p + completion_tokens,
+    }
+
+
+def new_id(kind: Kind) -> str:
+    return ("cmpl-" if kind == "completion" else "chatcmpl-") + uuid.uuid4().hex
+
+
+async def collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan]) -> dict:
+    choices: list[dict[str, Any]] = []
+    prompt_tokens: dict[int, int] = {}
+    completion_tokens = 0
+    for plan in plans:
+        pieces: list[str] = [plan.echo] if plan.echo else []
+        outcome = await run_choice(engine, plan.request, pieces.append)
+        prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
+        completion_tokens += outcome.completion_tokens
+        text = "".join(pieces)
+        if kind == "completion":
+            choices.append(
+                {
+                    "text": text,
+                    "index": plan.index,
+                    "logprobs": None,
+                    "finish_reason": outcome.finish_reason,
+                }
+            )
+        else:
+            choices.append(
+                {
+                    "index": plan.index,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": outcome.finish_reason,
+                }
+            )
+    usage = usage_body(prompt_tokens, completion_tokens)
+    request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
+    return {
+        "id": new_id(kind),
+        "object": "text_completion" if kind == "completion" else "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+    }
+
+
+class Chunks:
+    """Builds the SSE chunks of one streamed response (same id and created in each)."""
+
+    def __init__(self, kind: Kind, model: str) -> None:
+        self.kind = kind
+        self.base = {
+            "id": new_id(kind),
+            "object": "text_completion" if kind == "completion" else "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+    def text(self, index: int, text: str, finish: FinishReason | None = None) -> bytes:
+        if self.kind == "completion":
+            choice: dict[str, Any] = {
+                "text": text,
+                "index": index,
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        else:
+            # "content" is present in every delta: clients written for openai 0.28 index
+            # delta["content"] on every chunk after the first.
+            choice = {
+                "index": index,
+                "delta": {"content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        return sse_event({**self.base, "choices": [choice]})
+
+    def role(self, index: int) -> bytes:
+        choice = {
+            "index": index,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        return sse_event({**self.base, "choices": [choice]})
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        return sse_event({**self.base, "choices": [], "usage": usage})
