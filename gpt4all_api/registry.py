@@ -4,7 +4,7 @@
 
 * **files** in ``MODELS_DIR``: every ``*.gguf`` there is listed by id (the file name
   without ``.gguf``), re-listed on each lookup (a directory listing and a ``stat``; headers
-  are probed once per file version, see :mod:`gpt4all_api.model_store.files`). Chat/completion
+  are probed once per file version, see :mod:`gpt4all_api.model_store.gguf`). Chat/completion
   models (any architecture the backend supports) and embedding models (``bert``,
   ``nomic-bert``) alike are loaded when a request names them;
 * **added engines** (``add()``): the GPU mode's remote chat engine. They are pinned: never
@@ -49,7 +49,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gpt4all_api.model_store.files import (
+from gpt4all_api.model_store.gguf import (
     GGUFError,
     InvalidModelId,
     LocalModel,

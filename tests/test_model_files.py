@@ -11,8 +11,8 @@ import pytest
 from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
-from gpt4all_api.model_store import files as model_files
-from gpt4all_api.model_store.files import (
+from gpt4all_api.model_store import gguf as model_files
+from gpt4all_api.model_store.gguf import (
     GGUFError,
     InvalidModelId,
     ModelDirectory,
