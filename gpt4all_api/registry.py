@@ -4,7 +4,7 @@
 
 * **files** in ``MODELS_DIR``: every ``*.gguf`` there is listed by id (the file name
   without ``.gguf``), re-listed on each lookup (a directory listing and a ``stat``; headers
-  are probed once per file version, see :mod:`gpt4all_api.model_store.gguf`). Chat/completion
+  are probed once per file version, see :mod:`gpt4all_api.model_store.directory`). Chat/completion
   models (any architecture the backend supports) and embedding models (``bert``,
   ``nomic-bert``) alike are loaded when a request names them;
 * **added engines** (``add()``): the GPU mode's remote chat engine. They are pinned: never
@@ -49,8 +49,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gpt4all_api.model_store.gguf import (
-    GGUFError,
+from gpt4all_api.model_store.directory import (
     InvalidModelId,
     LocalModel,
     ModelDirectory,
@@ -58,6 +57,7 @@ from gpt4all_api.model_store.gguf import (
     model_id_for,
     validate_model_id,
 )
+from gpt4all_api.model_store.gguf import GGUFError
 from gpt4all_api.settings import Settings
 
 logger = logging.getLogger(__name__)

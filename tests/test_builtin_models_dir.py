@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tinymodel import build_tiny_model
 
-from gpt4all_api.model_store.gguf import ModelDirectory
+from gpt4all_api.model_store.directory import ModelDirectory
 from gpt4all_api.registry import model_directory, resolve_model_path
 from gpt4all_api.settings import Settings
 

@@ -11,14 +11,9 @@ import pytest
 from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
-from gpt4all_api.model_store import gguf as model_files
-from gpt4all_api.model_store.gguf import (
-    GGUFError,
-    InvalidModelId,
-    ModelDirectory,
-    probe_gguf,
-    validate_model_id,
-)
+from gpt4all_api.model_store import directory as model_directory
+from gpt4all_api.model_store.directory import InvalidModelId, ModelDirectory, validate_model_id
+from gpt4all_api.model_store.gguf import GGUFError, GGUFSummary, check_supported, probe_gguf
 
 UNSAFE_NAMES = [
     "",
@@ -87,7 +82,7 @@ def test_probe_broken_files(tmp_path: Path) -> None:
     summary = probe_gguf(broken["unknown_arch"])  # readable: the architecture is the problem
     assert summary.architecture == "gemma3"
     with pytest.raises(GGUFError, match="does not support"):
-        model_files.check_supported(summary, "unknown-arch.gguf")
+        check_supported(summary, "unknown-arch.gguf")
 
     empty = tmp_path / "empty.gguf"
     empty.write_bytes(b"")
@@ -146,13 +141,13 @@ def test_headers_are_probed_once_per_file_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real_probe = model_files.probe_gguf
+    real_probe = model_directory.probe_gguf
 
-    def counting(path: Path) -> model_files.GGUFSummary:
+    def counting(path: Path) -> GGUFSummary:
         calls.append(path.name)
         return real_probe(path)
 
-    monkeypatch.setattr(model_files, "probe_gguf", counting)
+    monkeypatch.setattr(model_directory, "probe_gguf", counting)
     path = build_tiny_model(tmp_path / "m.gguf")
     directory = ModelDirectory(tmp_path)
     for _ in range(5):

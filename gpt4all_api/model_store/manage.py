@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4all_api.model_store import DEFAULT_MODELS_DIR
-from gpt4all_api.model_store.gguf import (
+from gpt4all_api.model_store.directory import (
     InvalidModelId,
     LocalModel,
     ModelDirectory,
@@ -111,7 +111,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     # The table says why a file is unusable; the scan's log warnings would repeat it.
-    logging.getLogger("gpt4all_api.model_store.gguf").setLevel(logging.ERROR)
+    logging.getLogger("gpt4all_api.model_store.directory").setLevel(logging.ERROR)
     where = _resolve(args)
     models_dir, catalog_url, timeout = where.models_dir, where.catalog_url, where.timeout
     local = where.directory().scan()
