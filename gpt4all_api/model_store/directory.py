@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gpt4all_api
 from gpt4all_api.engines.base import Capabilities
 from gpt4all_api.model_store.gguf import GGUFError, GGUFSummary, check_supported, probe_gguf
 
@@ -26,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 _MAX_NAME = 200
 _SUFFIX = ".gguf"
+#: Where MODELS_DIR defaulted to before model files moved out of the package: ``models/``
+#: inside the package source. Only read, to point upgraded users at their files.
+LEGACY_MODELS_DIR = Path(gpt4all_api.__file__).parent / "models"
 
 
 class InvalidModelId(ValueError):
@@ -212,3 +217,28 @@ class ModelDirectory:
         if not real.is_relative_to(entry.path.parent.resolve()):
             raise GGUFError(f"{entry.path.name} now points outside MODELS_DIR")
         return entry.path
+
+
+def legacy_models_hint(models_dir: Path) -> str | None:
+    """One line telling an upgraded user that model files are still in the old default place.
+
+    ``None`` when :data:`LEGACY_MODELS_DIR` holds no ``*.gguf`` file missing from
+    ``models_dir`` (or is ``models_dir`` itself): without it, such a user would see an empty
+    listing and a "not in MODELS_DIR" error with no clue where their models went.
+    """
+    old = LEGACY_MODELS_DIR
+    try:
+        if old.resolve() == Path(models_dir).resolve():
+            return None
+        left = [p.name for p in old.glob("*" + _SUFFIX)]
+        left = [name for name in left if not (Path(models_dir) / name).exists()]
+    except OSError:
+        return None
+    if not left:
+        return None
+    q_old, q_new = shlex.quote(str(old)), shlex.quote(str(models_dir))
+    mkdir = "" if Path(models_dir).is_dir() else f"mkdir -p {q_new} && "
+    return (
+        f"{len(left)} model file(s) are in the old place {old}; move them: "
+        f"{mkdir}mv {q_old}/*{_SUFFIX} {q_new}/ (or set MODELS_DIR={q_old})"
+    )

@@ -27,6 +27,7 @@ from gpt4all_api.model_store.directory import (
     LocalModel,
     ModelDirectory,
     capability_names,
+    legacy_models_hint,
     validate_model_id,
 )
 
@@ -115,6 +116,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     where = _resolve(args)
     models_dir, catalog_url, timeout = where.models_dir, where.catalog_url, where.timeout
     local = where.directory().scan()
+    hint = legacy_models_hint(models_dir)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
     catalog: list[Any] = []
     if args.catalog:
         from gpt4all_api.model_store.catalog import CatalogError, fetch_catalog

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from tinymodel import build_broken_models, build_tiny_model
 
+import gpt4all_api
+from gpt4all_api.model_store import DEFAULT_MODELS_DIR
 from gpt4all_api.model_store import directory as model_directory
-from gpt4all_api.model_store.directory import InvalidModelId, ModelDirectory, validate_model_id
+from gpt4all_api.model_store.__main__ import main as models_cli
+from gpt4all_api.model_store.directory import (
+    InvalidModelId,
+    ModelDirectory,
+    legacy_models_hint,
+    validate_model_id,
+)
 from gpt4all_api.model_store.gguf import GGUFSummary
 
 UNSAFE_NAMES = [
@@ -117,3 +127,104 @@ def test_headers_are_probed_once_per_file_version(
     assert directory.needs_probe()
     assert not directory.scan()["m"].usable
     assert calls == ["m.gguf", "m.gguf"]
+
+
+# --- upgrading from models inside the package --------------------------------------------
+
+
+@pytest.fixture
+def old_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for gpt4all_api/models/ (MODELS_DIR's old default) holding two models."""
+    old = tmp_path / "package" / "models"
+    build_tiny_model(old / "alpha.gguf")
+    build_tiny_model(old / "beta.gguf")
+    (old / "notes.txt").write_text("not a model")
+    monkeypatch.setattr(model_directory, "LEGACY_MODELS_DIR", old)
+    return old
+
+
+def _suggested_command(hint: str) -> str:
+    return hint.split("move them: ", 1)[1].rsplit(" (or set MODELS_DIR=", 1)[0]
+
+
+@pytest.mark.parametrize("new_name", ["models", "my models"])  # quoting of odd paths
+def test_legacy_hint_names_the_old_place_and_its_command_works(
+    old_place: Path, tmp_path: Path, new_name: str
+) -> None:
+    new = tmp_path / new_name  # not created yet, as on a fresh upgrade
+    hint = legacy_models_hint(new)
+    assert hint is not None and "\n" not in hint
+    assert hint.startswith(f"2 model file(s) are in the old place {old_place}; move them: ")
+    assert f"(or set MODELS_DIR={old_place})" in hint
+    assert ModelDirectory(new).scan() == {}  # what the user saw before: nothing
+    # The command it suggests really moves them; then there is nothing left to say.
+    subprocess.run(["sh", "-c", _suggested_command(hint)], check=True, timeout=30)
+    assert sorted(ModelDirectory(new).scan()) == ["alpha", "beta"]
+    assert not list(old_place.glob("*.gguf"))
+    assert legacy_models_hint(new) is None
+
+
+def test_legacy_hint_counts_only_files_missing_from_models_dir(
+    old_place: Path, tmp_path: Path
+) -> None:
+    new = tmp_path / "models"
+    build_tiny_model(new / "alpha.gguf")  # e.g. fetched again by `make models`
+    hint = legacy_models_hint(new)
+    assert hint is not None and hint.startswith("1 model file(s) are in the old place")
+    assert "mkdir" not in hint  # the directory exists
+    build_tiny_model(new / "beta.gguf")
+    assert legacy_models_hint(new) is None
+
+
+def test_no_legacy_hint_when_there_is_nothing_to_move(
+    old_place: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert legacy_models_hint(old_place) is None  # MODELS_DIR is the old place itself
+    link = tmp_path / "link"
+    link.symlink_to(old_place)
+    assert legacy_models_hint(link) is None  # ... through a symlink
+    empty = tmp_path / "empty-old"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no models here")
+    monkeypatch.setattr(model_directory, "LEGACY_MODELS_DIR", empty)
+    assert legacy_models_hint(tmp_path / "models") is None
+    monkeypatch.setattr(model_directory, "LEGACY_MODELS_DIR", tmp_path / "missing")
+    assert legacy_models_hint(tmp_path / "models") is None
+
+
+def test_legacy_place_is_models_inside_the_package() -> None:
+    legacy = model_directory.LEGACY_MODELS_DIR
+    assert legacy.name == "models"
+    assert legacy.parent.resolve() == Path(gpt4all_api.__file__).resolve().parent
+
+
+def test_models_list_prints_the_legacy_hint(
+    old_place: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = tmp_path / "models"
+    assert models_cli(["list", "--models-dir", str(new)]) == 0
+    out, err = capsys.readouterr()
+    assert "(no models)" in out and "hint" not in out  # stdout stays parseable
+    (hint_line,) = [line for line in err.splitlines() if line.startswith("hint: ")]
+    assert hint_line == f"hint: {legacy_models_hint(new)}"
+    assert models_cli(["list", "--json", "--models-dir", str(new)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["local"] == [] and "hint: 2 model file(s)" in err
+    new.mkdir()
+    for path in old_place.glob("*.gguf"):
+        path.rename(new / path.name)
+    assert models_cli(["list", "--models-dir", str(new)]) == 0
+    out, err = capsys.readouterr()
+    assert "alpha" in out and "hint" not in err
+
+
+def test_no_model_files_inside_the_package() -> None:
+    """MODELS_DIR defaults to models/ outside the package: nothing (`make run`, `make test`,
+    a fetch or a pull) may write model files into the source tree, which would also put
+    them in the Docker build context and an installed package."""
+    package = Path(gpt4all_api.__file__).resolve().parent
+    inside = sorted(str(p.relative_to(package)) for p in package.rglob("*.gguf"))
+    assert not inside, (
+        f"model files inside the package {package}: {inside}. "
+        f"{legacy_models_hint(DEFAULT_MODELS_DIR) or 'Move them to models/.'}"
+    )
