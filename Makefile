@@ -81,6 +81,7 @@ docker-build:
 
 # The API on CPU in the background (whatever COMPOSE_FILE says); returns once it is healthy.
 docker-up:
+	mkdir -p models  # mounted at /models; made here so it is yours, not root's
 	$(COMPOSE_CPU) up -d --build gpt4all_api
 	@for i in $$(seq 180); do \
 	  if $(COMPOSE_CPU) exec -T gpt4all_api python -m gpt4all_api.healthcheck >/dev/null 2>&1; then \
@@ -91,10 +92,12 @@ docker-up:
 
 # text-generation-inference on the GPU and the API in gpu mode (MODEL_ID in .env).
 docker-up-gpu:
+	mkdir -p models
 	$(COMPOSE) -f docker-compose.yaml -f docker-compose.gpu.yaml up -d --build
 
 # Development: source mounted, reload on changes, logs in the foreground (Ctrl-C stops).
 docker-dev:
+	mkdir -p models
 	$(COMPOSE) -f docker-compose.yaml -f docker-compose.dev.yaml up --build gpt4all_api
 
 # Stops and removes whatever of this project runs (the GPU service included, as an orphan).

@@ -2,7 +2,7 @@
 
 ``ModelRegistry`` serves two kinds of model:
 
-* **files** in the models directory (``model_store.files.ModelDirectory``): looked up by
+* **files** in the models directory (``model_store.directory.ModelDirectory``): looked up by
   id (the file name without ``.gguf``) on each request and loaded when a request names
   one, through the engine factory;
 * **pinned engines** (``pin()``): the GPU mode's remote chat engine, never unloaded and not
@@ -39,14 +39,14 @@ from typing import Any
 from gpt4all_api.engines.base import Capabilities, Capability, Engine
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from gpt4all_api.model_store.catalog import CatalogError, DownloadError, find_entry
-from gpt4all_api.model_store.downloads import ModelDownloads
-from gpt4all_api.model_store.files import (
-    GGUFError,
+from gpt4all_api.model_store.directory import (
     InvalidModelId,
     LocalModel,
     ModelDirectory,
     validate_model_id,
 )
+from gpt4all_api.model_store.downloads import ModelDownloads
+from gpt4all_api.model_store.gguf import GGUFError
 
 logger = logging.getLogger(__name__)
 

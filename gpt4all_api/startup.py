@@ -12,7 +12,12 @@ import logging
 from pathlib import Path
 
 from gpt4all_api.errors import APIError, ModelNotFound
-from gpt4all_api.model_store.files import InvalidModelId, ModelDirectory, validate_model_id
+from gpt4all_api.model_store.directory import (
+    InvalidModelId,
+    ModelDirectory,
+    legacy_models_hint,
+    validate_model_id,
+)
 from gpt4all_api.registry import ModelRegistry
 from gpt4all_api.settings import Settings
 
@@ -48,6 +53,10 @@ def resolve_model_path(settings: Settings) -> Path:
 
 
 def missing_model_message(settings: Settings, available: list[str]) -> str:
+    """One line; it says where models from before the move out of the package now go."""
+    hint = legacy_models_hint(settings.models_dir)
+    if hint is not None:
+        return f"MODEL={settings.model!r} is not in MODELS_DIR={settings.models_dir}: {hint}"
     return (
         f"MODEL={settings.model!r} is not in MODELS_DIR={settings.models_dir} "
         f"(available: {', '.join(available) or 'none'}) and ALLOW_DOWNLOAD is off. Run "

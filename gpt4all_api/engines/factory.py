@@ -12,7 +12,7 @@ from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine
 from gpt4all_api.engines.openai_upstream import OpenAiUpstreamEngine
 from gpt4all_api.engines.remote import RemoteEngine
 from gpt4all_api.engines.tgi import TgiEngine
-from gpt4all_api.model_store.files import LocalModel
+from gpt4all_api.model_store.directory import LocalModel
 from gpt4all_api.settings import Settings
 
 

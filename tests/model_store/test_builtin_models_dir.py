@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tinymodel import build_tiny_model
 
-from gpt4all_api.model_store.files import ModelDirectory
+from gpt4all_api.model_store.directory import ModelDirectory
 from gpt4all_api.settings import Settings
 from gpt4all_api.startup import model_directory, resolve_model_path
 
