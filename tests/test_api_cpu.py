@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import SMOL, TINY
-from openai_schema import validate, validate_completion_chunk
-from server import Server
-from sse import post_stream
+
+from tests.support.fixtures import SMOL, TINY
+from tests.support.openai_schema import validate, validate_completion_chunk
+from tests.support.server import Server
+from tests.support.sse import post_stream
 
 SENTENCE = "Hello, I am a tiny test model."
 SENTENCE_TOKENS = 7

@@ -36,8 +36,9 @@ import httpx
 import openai
 import pytest
 import yaml
-from server import free_port
-from tinymodel import build_tiny_model
+
+from tests.support.server import free_port
+from tests.support.tinymodel import build_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "gpt4all_api" / "Dockerfile.buildkit"

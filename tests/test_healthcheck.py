@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from server import free_port
 
 from gpt4all_api.healthcheck import main, probe
+from tests.support.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

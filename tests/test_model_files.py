@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
 from gpt4all_api.model_store import files as model_files
@@ -19,6 +18,7 @@ from gpt4all_api.model_store.files import (
     probe_gguf,
     validate_model_id,
 )
+from tests.support.tinymodel import build_broken_models, build_tiny_model
 
 UNSAFE_NAMES = [
     "",

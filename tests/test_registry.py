@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gguf_tools import drop_tensor
 from starlette.responses import StreamingResponse
-from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.engines.base import Capabilities, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from gpt4all_api.model_store import DEFAULT_EMBEDDING_MODEL_FILE
 from gpt4all_api.registry import ModelLoadFailed, ModelManager
 from gpt4all_api.settings import Settings
+from tests.support.gguf_tools import drop_tensor
+from tests.support.tinymodel import build_broken_models, build_tiny_model
 
 MODELS = ("alpha", "beta", "gamma")
 

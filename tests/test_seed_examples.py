@@ -9,8 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import SMOL
-from server import Server
+
+from tests.support.fixtures import SMOL
+from tests.support.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
