@@ -7,14 +7,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from gpt4all_api.healthcheck import main, probe
-from tests.support.server import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.server import ROOT, free_port
 
 
 class _Handler(BaseHTTPRequestHandler):

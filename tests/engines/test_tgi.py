@@ -1,6 +1,6 @@
 """GPU mode against text-generation-inference's documented wire format.
 
-Our real server runs with ``INFERENCE_MODE=gpu`` in front of ``tests/fake_tgi.py`` (a small
+Our real server runs with ``INFERENCE_MODE=gpu`` in front of ``tests/support/fake_tgi.py`` (a small
 HTTP server that behaves as TGI does: ``data:`` frames without a space and no ``[DONE]``,
 422 on ``top_p=1.0``, ``details``, error events, headers) and is driven with the openai
 client and raw HTTP.

@@ -1,7 +1,7 @@
 """``POST /v1/embeddings`` on the real server with the default models (openai 1.x client).
 
 Vectors are checked against an independent numpy BERT forward pass of the original
-safetensors checkpoint (``tests/embedding_reference.py``), not against gpt4all itself.
+safetensors checkpoint (``tests/support/embedding_reference.py``), not against gpt4all itself.
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fixtures import SMOL
-from tests.support.server import Server
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.server import ROOT, Server
 
 
 @pytest.fixture(scope="session")

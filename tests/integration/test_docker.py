@@ -37,10 +37,9 @@ import openai
 import pytest
 import yaml
 
-from tests.support.server import free_port
+from tests.support.server import ROOT, free_port
 from tests.support.tinymodel import build_tiny_model
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "gpt4all_api" / "Dockerfile.buildkit"
 CLASSIC_DOCKERFILE = ROOT / "gpt4all_api" / "Dockerfile"
 TEST_IMAGE = os.environ.get("GPT4ALL_API_TEST_IMAGE", "gpt4all_api:test")
