@@ -58,11 +58,11 @@ format: dev-venv
 	$(PY) -m ruff format .
 
 bench: dev-venv models
-	$(PY) bench/bench_inference.py
+	$(PY) -m bench.bench_inference
 
 LOADTEST_ARGS ?= --clients 16 --duration 20 --max-queue 8 --n-threads 1
 loadtest: dev-venv models
-	$(PY) bench/load_test.py $(LOADTEST_ARGS)
+	$(PY) -m bench.load_test $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OPENAI028_VENV) .pytest_cache .ruff_cache

@@ -4,7 +4,10 @@ Same model, same prompt, same sampling (temperature 0), measured in one run and
 interleaved (raw, HTTP non-streamed, HTTP streamed, repeat) so machine noise hits all
 three alike. Prints medians and the ratio of each HTTP path to the raw bindings.
 
-    .venv/bin/python bench/bench_inference.py [--model PATH] [--runs 5] [--max-tokens 128]
+    .venv/bin/python -m bench.bench_inference [--model PATH] [--runs 5] [--max-tokens 128]
+
+(from the repository root: the server is started by tests/support/server.py, the tests'
+launcher).
 """
 
 from __future__ import annotations
@@ -12,10 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +23,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR  # noqa: E402
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR
+from tests.support.server import run_server
 
 PROMPT = "Here is a list of the numbers from one to two hundred: 1, 2, 3, 4, 5, 6,"
 
@@ -116,12 +114,6 @@ def http_run(base: str, model_id: str, prompt: str, max_tokens: int, stream: boo
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODELS_DIR / DEFAULT_CHAT_MODEL_FILE)
@@ -145,50 +137,36 @@ def main() -> int:
         n_threads=args.threads,
         verbose=False,
     )
-    port = free_port()
     env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
         "MODEL": args.model.stem,
-        "MODELS_DIR": str(args.model.parent),
+        "MODELS_DIR": str(args.model.parent.resolve()),
         "N_THREADS": str(args.threads),
         "N_BATCH": str(args.n_batch),
         "N_CTX": str(args.n_ctx),
         "EMBEDDING_MODEL": "",
         "LOG_LEVEL": "warning",
-        "PYTHONPATH": str(ROOT),
     }
-    with tempfile.TemporaryDirectory() as cwd:
-        server = subprocess.Popen([sys.executable, "-m", "gpt4all_api"], env=env, cwd=cwd)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            # warm-up, then interleaved measurements
-            raw_run(raw, PROMPT, 8, args.n_batch)
-            http_run(base, args.model.stem, PROMPT, 8, stream=True)
-            results: dict[str, list[dict]] = {
-                "raw bindings": [],
-                "HTTP non-streamed": [],
-                "HTTP streamed": [],
-            }
-            for _ in range(args.runs):
-                results["raw bindings"].append(raw_run(raw, PROMPT, args.max_tokens, args.n_batch))
-                results["HTTP non-streamed"].append(
-                    http_run(base, args.model.stem, PROMPT, args.max_tokens, stream=False)
-                )
-                results["HTTP streamed"].append(
-                    http_run(base, args.model.stem, PROMPT, args.max_tokens, stream=True)
-                )
-        finally:
-            server.terminate()
-            server.wait(30)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-server-") as log_dir,
+        run_server(env, Path(log_dir) / "server.log") as server,
+    ):
+        base = server.base_url
+        # warm-up, then interleaved measurements
+        raw_run(raw, PROMPT, 8, args.n_batch)
+        http_run(base, args.model.stem, PROMPT, 8, stream=True)
+        results: dict[str, list[dict]] = {
+            "raw bindings": [],
+            "HTTP non-streamed": [],
+            "HTTP streamed": [],
+        }
+        for _ in range(args.runs):
+            results["raw bindings"].append(raw_run(raw, PROMPT, args.max_tokens, args.n_batch))
+            results["HTTP non-streamed"].append(
+                http_run(base, args.model.stem, PROMPT, args.max_tokens, stream=False)
+            )
+            results["HTTP streamed"].append(
+                http_run(base, args.model.stem, PROMPT, args.max_tokens, stream=True)
+            )
 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)

@@ -8,12 +8,13 @@ requests/s, generated tokens/s, latency and time-to-first-token percentiles, and
 requests were rejected, as a table and optionally as JSON.
 
 Bounded on purpose: at most 256 clients and 300 s, and only loopback targets (it refuses
-any other host). It starts its own server unless ``--url`` is given:
+any other host). Unless ``--url`` is given it starts its own server with the tests'
+launcher (tests/support/server.py); run it from the repository root:
 
-    .venv/bin/python bench/load_test.py                      # default model, 16 clients, 20 s
-    .venv/bin/python bench/load_test.py --clients 64 --max-queue 16 --duration 30
-    .venv/bin/python bench/load_test.py --model tiny         # deterministic tiny test model
-    .venv/bin/python bench/load_test.py --url http://127.0.0.1:4891   # a running server
+    .venv/bin/python -m bench.load_test                      # default model, 16 clients, 20 s
+    .venv/bin/python -m bench.load_test --clients 64 --max-queue 16 --duration 30
+    .venv/bin/python -m bench.load_test --model tiny         # deterministic tiny test model
+    .venv/bin/python -m bench.load_test --url http://127.0.0.1:4891   # a running server
 """
 
 from __future__ import annotations
@@ -22,11 +23,8 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +37,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR  # noqa: E402
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR
+from tests.support.server import run_server
+from tests.support.tinymodel import TINY_MODEL_NAME, build_tiny_model
 
 MAX_CLIENTS = 256
 MAX_DURATION = 300.0
@@ -117,52 +114,17 @@ def require_loopback(url: str) -> None:
     raise SystemExit(f"refusing to load-test {url}: only loopback targets (127.0.0.0/8, ::1)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def own_server(env: dict[str, str]) -> Iterator[str]:
-    """``python -m gpt4all_api`` on a free loopback port until the block ends."""
-    port = free_port()
-    fd, name = tempfile.mkstemp(prefix="load-test-server-", suffix=".log")
-    os.close(fd)
-    log_path = Path(name)
-    full = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "info"}
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gpt4all_api"],
-            cwd=tempfile.gettempdir(),  # no stray .env
-            env=full,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited ({proc.returncode}); log: {log_path}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not healthy after 120 s; log: {log_path}")
-            time.sleep(0.2)
-        print(f"server {url} (log: {log_path})", file=sys.stderr)
-        yield url
-    finally:
-        proc.terminate()
+    """``python -m gpt4all_api`` on a free loopback port until the block ends; its log is kept."""
+    log_path = Path(tempfile.mkdtemp(prefix="load-test-server-")) / "server.log"
+    with ExitStack() as stack:
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            server = stack.enter_context(run_server(env, log_path))
+        except RuntimeError as e:  # exited or not healthy in time; the message has the log
+            raise SystemExit(f"{e}\nlog: {log_path}") from None
+        print(f"server {server.base_url} (log: {log_path})", file=sys.stderr)
+        yield server.base_url
 
 
 async def one_request(
@@ -331,9 +293,6 @@ def main() -> int:
         else:
             models_dir = args.models_dir
             if model == "tiny":
-                sys.path.insert(0, str(ROOT / "tests"))
-                from tinymodel import TINY_MODEL_NAME, build_tiny_model
-
                 models_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                 build_tiny_model(models_dir / f"{TINY_MODEL_NAME}.gguf")
                 model = TINY_MODEL_NAME
@@ -343,7 +302,7 @@ def main() -> int:
                     "`python -m gpt4all_api.model_store fetch-default` or pass --models-dir"
                 )
             env = {
-                "MODELS_DIR": str(models_dir),
+                "MODELS_DIR": str(models_dir.resolve()),
                 "MODEL": model,
                 "EMBEDDING_MODEL": "",
                 "MAX_QUEUE": str(args.max_queue),

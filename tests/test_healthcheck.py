@@ -7,14 +7,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from server import free_port
 
 from gpt4all_api.healthcheck import main, probe
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.server import ROOT, free_port
 
 
 class _Handler(BaseHTTPRequestHandler):

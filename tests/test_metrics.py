@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from server import Server
 
 from gpt4all_api.app import create_app
 from gpt4all_api.settings import Settings
+from tests.support.server import Server
 
 TINY = "tiny-test-model"
 

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gguf_tools import drop_tensor
 from starlette.requests import ClientDisconnect
-from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.engines.base import Capabilities, Capability, Engine, ModelInfo
 from gpt4all_api.errors import APIError, InvalidRequest, ModelNotFound, ServiceUnavailable
@@ -25,6 +23,8 @@ from gpt4all_api.services.generation.streaming import GenerationStream
 from gpt4all_api.settings import Settings
 from gpt4all_api.startup import load_configured_models
 from gpt4all_api.wiring import AppServices, build_services
+from tests.support.gguf_tools import drop_tensor
+from tests.support.tinymodel import build_broken_models, build_tiny_model
 
 MODELS = ("alpha", "beta", "gamma")
 

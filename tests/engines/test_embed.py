@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedding_reference import ReferenceBert, bert_source, cosine, token_count
 
 from gpt4all_api.engines.embed import EmbeddingEngine, has_tokens
 from gpt4all_api.engines.gpt4all_cpu import ModelLoadError
 from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.model_store import DEFAULT_EMBEDDING_MODEL_FILE
+from tests.support.embedding_reference import ReferenceBert, bert_source, cosine, token_count
 
 EMB = DEFAULT_EMBEDDING_MODEL_FILE.removesuffix(".gguf")
 

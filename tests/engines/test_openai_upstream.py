@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import TINY
-from fake_tgi import ANSWER, MODEL_ID, FakeTgi
-from gpu_fixtures import UPSTREAM_SECRET, gpu_env
-from server import Server, run_server
-from sse import read_sse
+
+from tests.support.fake_tgi import ANSWER, MODEL_ID, FakeTgi
+from tests.support.fixtures import TINY
+from tests.support.gpu_fixtures import UPSTREAM_SECRET, gpu_env
+from tests.support.server import Server, run_server
+from tests.support.sse import read_sse
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
 

@@ -1,6 +1,6 @@
 """GPU mode against text-generation-inference's documented wire format.
 
-Our real server runs with ``INFERENCE_MODE=gpu`` in front of ``tests/fake_tgi.py`` (a small
+Our real server runs with ``INFERENCE_MODE=gpu`` in front of ``tests/support/fake_tgi.py`` (a small
 HTTP server that behaves as TGI does: ``data:`` frames without a space and no ``[DONE]``,
 422 on ``top_p=1.0``, ``details``, error events, headers) and is driven with the openai
 client and raw HTTP.
@@ -19,13 +19,13 @@ import anyio
 import httpx
 import openai
 import pytest
-from fake_tgi import ANSWER, MODEL_ID, FakeTgi, count_tokens, render_chat
-from gpu_fixtures import TGI_READ_TIMEOUT, gpu_env
-from server import Server, free_port, run_server
-from sse import read_sse
 
 from gpt4all_api.engines.remote import iter_sse
 from gpt4all_api.settings import Settings
+from tests.support.fake_tgi import ANSWER, MODEL_ID, FakeTgi, count_tokens, render_chat
+from tests.support.gpu_fixtures import TGI_READ_TIMEOUT, gpu_env
+from tests.support.server import Server, free_port, run_server
+from tests.support.sse import read_sse
 
 ANSWER_TOKENS = 8  # 7 words and </s>
 NEUTRAL = {"repeat_penalty": 1.0}  # no repetition_penalty upstream, whatever the defaults

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from hardening_fixtures import TINY, model_env, serve
-from server import Server
 
 from gpt4all_api.middleware.auth import APIKeyMiddleware
 from gpt4all_api.settings import Settings
+from tests.support.hardening_fixtures import TINY, model_env, serve
+from tests.support.server import Server
 
 ENV_KEYS = ["sk-env-key-one-0123456789", "sk-env-key-two-abcdefghij"]
 FILE_KEY = "sk-file-key-zyxwvutsrq"

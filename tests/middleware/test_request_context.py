@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hardening_fixtures import TINY, model_env, serve
-from server import Server
 
 from gpt4all_api.logs import JsonFormatter, RequestIdFilter, TextFormatter
+from tests.support.hardening_fixtures import TINY, model_env, serve
+from tests.support.server import Server
 
 
 def access_lines(server: Server, request_id: str, timeout: float = 5.0) -> list[str]:

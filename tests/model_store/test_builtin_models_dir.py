@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tinymodel import build_tiny_model
 
 from gpt4all_api.model_store.directory import ModelDirectory
 from gpt4all_api.settings import Settings
 from gpt4all_api.startup import model_directory, resolve_model_path
+from tests.support.tinymodel import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from server import ROOT, Server, free_port, run_server
-from tinymodel import build_tiny_model
 
 from gpt4all_api.model_store.catalog import (
     CatalogError,
@@ -31,6 +29,8 @@ from gpt4all_api.model_store.catalog import (
     find_entry,
     parse_catalog,
 )
+from tests.support.server import ROOT, Server, free_port, run_server
+from tests.support.tinymodel import build_tiny_model
 
 
 @dataclass

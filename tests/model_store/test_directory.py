@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tinymodel import build_broken_models, build_tiny_model
 
 import gpt4all_api
 from gpt4all_api.model_store import DEFAULT_MODELS_DIR
@@ -24,6 +23,7 @@ from gpt4all_api.model_store.directory import (
 from gpt4all_api.model_store.gguf import GGUFSummary
 from gpt4all_api.settings import Settings
 from gpt4all_api.startup import preflight
+from tests.support.tinymodel import build_broken_models, build_tiny_model
 
 UNSAFE_NAMES = [
     "",

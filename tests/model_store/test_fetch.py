@@ -18,13 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedding_reference import ReferenceBert  # tests/ is on sys.path (tests/conftest.py)
-from tinymodel import (
-    DEFAULT_SENTENCE,
-    build_broken_models,
-    build_tiny_model,
-    sentence_pieces,
-)
 
 from gpt4all_api.model_store import (
     DEFAULT_CHAT_MODEL_FILE,
@@ -43,6 +36,13 @@ from gpt4all_api.model_store.fetch import (
     fetch_default_embedding,
     fetch_defaults,
     sha256_file,
+)
+from tests.support.embedding_reference import ReferenceBert
+from tests.support.tinymodel import (
+    DEFAULT_SENTENCE,
+    build_broken_models,
+    build_tiny_model,
+    sentence_pieces,
 )
 
 # --------------------------------------------------------------------------- fixtures

@@ -6,10 +6,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
 from gpt4all_api.model_store.gguf import GGUFError, check_supported, probe_gguf
+from tests.support.tinymodel import build_broken_models, build_tiny_model
 
 
 def test_probe_real_models(default_models_dir: Path) -> None:

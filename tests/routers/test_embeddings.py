@@ -1,7 +1,7 @@
 """``POST /v1/embeddings`` on the real server with the default models (openai 1.x client).
 
 Vectors are checked against an independent numpy BERT forward pass of the original
-safetensors checkpoint (``tests/embedding_reference.py``), not against gpt4all itself.
+safetensors checkpoint (``tests/support/embedding_reference.py``), not against gpt4all itself.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from embedding_reference import ReferenceBert, bert_source, cosine, token_count
-from openai_schema import validate
-from server import Server, run_server
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
+from tests.support.embedding_reference import ReferenceBert, bert_source, cosine, token_count
+from tests.support.openai_schema import validate
+from tests.support.server import Server, run_server
 
 EMB = DEFAULT_EMBEDDING_MODEL_FILE.removesuffix(".gguf")
 SMOL = DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf")

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from hardening_fixtures import LOOP, SENTENCE, model_env, serve
-from server import Server
-from sse import read_sse
+
+from tests.support.hardening_fixtures import LOOP, SENTENCE, model_env, serve
+from tests.support.server import Server
+from tests.support.sse import read_sse
 
 MAX_QUEUE = 3
 QUEUE_TIMEOUT = 3.0

@@ -9,10 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import SMOL
-from server import Server
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.fixtures import SMOL
+from tests.support.server import ROOT, Server
 
 
 @pytest.fixture(scope="session")

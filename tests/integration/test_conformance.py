@@ -16,11 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import TINY
-from fake_tgi import MODEL_ID
-from openai_schema import validate, validate_completion_chunk
-from server import Server
-from sse import read_sse
+
+from tests.support.fake_tgi import MODEL_ID
+from tests.support.fixtures import TINY
+from tests.support.openai_schema import validate, validate_completion_chunk
+from tests.support.server import Server
+from tests.support.sse import read_sse
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fixtures for the GPU mode (imported by conftest.py): a fake TGI and our server in front
+"""Fixtures for the GPU mode (a plugin of tests/conftest.py): a fake TGI and our server in front
 of it, and our server in front of an OpenAI-compatible upstream (our own CPU mode)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from fake_tgi import FakeTgi
-from server import Server, run_server
+
+from tests.support.fake_tgi import FakeTgi
+from tests.support.server import Server, run_server
 
 #: GPU_API_KEY of the openai-upstream server: must never appear in its log.
 UPSTREAM_SECRET = "sk-upstream-secret-0f1e2d3c"

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hardening_fixtures import LOOP, SENTENCE, model_env, serve
+
+from tests.support.hardening_fixtures import LOOP, SENTENCE, model_env, serve
 
 GRACE = 3.0
 

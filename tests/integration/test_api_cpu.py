@@ -1,6 +1,6 @@
 """The CPU service end to end: real uvicorn, real gpt4all backend, real openai 1.x client.
 
-Exact assertions use the tiny deterministic model (tests/tinymodel.py): whatever the
+Exact assertions use the tiny deterministic model (tests/support/tinymodel.py): whatever the
 prompt, it answers "Hello, I am a tiny test model." in 7 tokens, then its EOS token; its
 prompt tokens are counted by ``prompt_tokens_of``. The default SmolLM2 model is exercised too.
 """
@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import SMOL, TINY
-from openai_schema import validate, validate_completion_chunk
-from server import Server
-from sse import post_stream
+
+from tests.support.fixtures import SMOL, TINY
+from tests.support.openai_schema import validate, validate_completion_chunk
+from tests.support.server import Server
+from tests.support.sse import post_stream
 
 SENTENCE = "Hello, I am a tiny test model."
 SENTENCE_TOKENS = 7

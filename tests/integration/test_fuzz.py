@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from hardening_fixtures import TINY, model_env, serve
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode, checks
-from server import Server
 
 from gpt4all_api.app import create_app
 from gpt4all_api.settings import Settings
+from tests.support.hardening_fixtures import TINY, model_env, serve
+from tests.support.server import Server
 
 CHECKS = [
     checks.not_a_server_error,

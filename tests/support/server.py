@@ -1,4 +1,5 @@
-"""Start the real server (``python -m gpt4all_api`` under uvicorn) for integration tests."""
+"""Start the real server (``python -m gpt4all_api`` under uvicorn): the one launcher of the
+tests and of bench/."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+#: The repository root (what ``python -m gpt4all_api`` needs on its PYTHONPATH).
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -1,12 +1,18 @@
 """Validate our responses against the official OpenAI OpenAPI schemas.
 
-The document is OpenAPI 3.1 but still uses 3.0's ``nullable: true`` in places; those
-nodes are rewritten to JSON Schema (``type: [T, "null"]``) before validating.
+The document is vendored and pinned in openai_openapi/ (see its README.md); the
+``OPENAI_OPENAPI`` environment variable may name another copy (``.yaml`` or ``.yaml.gz``).
+It is OpenAPI 3.1 but still uses 3.0's ``nullable: true`` in places; those nodes are
+rewritten to JSON Schema (``type: [T, "null"]``) before validating. Parsing 3 MB of YAML
+takes seconds, so the result is cached as JSON under .pytest_cache, keyed by the
+document's hash.
 """
 
 from __future__ import annotations
 
 import copy
+import gzip
+import hashlib
 import json
 import os
 from functools import cache
@@ -18,13 +24,14 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC = Path(
-    os.environ.get(
-        "OPENAI_OPENAPI",
-        Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml",
-    )
-)
-CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "openai-openapi.json"
+from tests.support.server import ROOT
+
+VENDORED = Path(__file__).resolve().parent / "openai_openapi" / "openapi.yaml.gz"
+#: sha256 of the vendored document, uncompressed (OpenAI API spec 2.3.0).
+VENDORED_SHA256 = "db5d7478feae10b4d331834c60d9765a8aa042e38419f9b1694288c11aa8ebc8"
+CACHE_DIR = ROOT / ".pytest_cache" / "openai-openapi"
+#: Bump when the rewriting below changes, so that old caches are not used.
+_REWRITE_VERSION = 1
 
 
 def _fix_nullable(node: Any) -> Any:
@@ -42,14 +49,29 @@ def _fix_nullable(node: Any) -> Any:
     return node
 
 
+def spec_path() -> Path:
+    """The document to validate against: ``OPENAI_OPENAPI`` if set, else the vendored one."""
+    return Path(os.environ.get("OPENAI_OPENAPI") or VENDORED)
+
+
 @cache
 def _spec() -> dict[str, Any]:
-    if CACHE.exists() and CACHE.stat().st_mtime >= SPEC.stat().st_mtime:
-        return json.loads(CACHE.read_text())
+    path = spec_path()
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    if path == VENDORED and digest != VENDORED_SHA256:
+        raise RuntimeError(f"{path} is not the pinned document (sha256 {digest})")
+    cached = CACHE_DIR / f"{digest[:16]}-v{_REWRITE_VERSION}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = _fix_nullable(yaml.load(SPEC.read_text(), Loader=loader))
-    CACHE.parent.mkdir(exist_ok=True)
-    CACHE.write_text(json.dumps(spec, default=str))
+    spec = _fix_nullable(yaml.load(raw, Loader=loader))
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.part")
+    partial.write_text(json.dumps(spec, default=str))
+    partial.replace(cached)  # atomic: parallel sessions never read half a file
     return spec
 
 

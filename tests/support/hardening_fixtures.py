@@ -16,10 +16,11 @@ from pathlib import Path
 
 import gguf
 import pytest
-from server import Server, run_server
-from tinymodel import DEFAULT_SENTENCE, EOS, build_tiny_model, sentence_pieces
 
-TINY = "tiny-test-model"
+from tests.support.fixtures import TINY
+from tests.support.server import Server, run_server
+from tests.support.tinymodel import DEFAULT_SENTENCE, EOS, build_tiny_model, sentence_pieces
+
 LOOP = "tiny-loop-model"
 SENTENCE = DEFAULT_SENTENCE
 PIECES = sentence_pieces(SENTENCE)

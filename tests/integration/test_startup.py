@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import ROOT, Server
+
+from tests.support.server import ROOT, Server
 
 
 def start(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from gguf_tools import drop_tensor
-from openai_schema import validate
-from server import Server, run_server
-from tinymodel import build_broken_models, build_tiny_model
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_EMBEDDING_MODEL_FILE
+from tests.support.gguf_tools import drop_tensor
+from tests.support.openai_schema import validate
+from tests.support.server import Server, run_server
+from tests.support.tinymodel import build_broken_models, build_tiny_model
 
 SENTENCES = {name: f"I am the {name} model." for name in ("alpha", "beta", "gamma")}
 SECRET = "I am the secret model outside."

@@ -7,9 +7,8 @@ Two kinds of tests:
 * engine tests (``@pytest.mark.docker``): build the image with the README's command, bring
   the real docker-compose.yaml up, drive it with the openai client, check the container runs
   as non-root, serve offline, hot reload in development mode; always torn down with
-  ``down -v``. They skip, saying why, when ``docker info`` fails. On the development and CI
-  machines the engine is ../shared/container-kit (Podman behind the Docker API):
-  ``eval "$(bash ../shared/container-kit/up.sh)"``; .ci/run does it.
+  ``down -v``. They skip, saying why (and how to start an engine), when ``docker info``
+  fails; .ci/run starts one where it can.
 
 Each stack gets its own Compose project name and a free host port (``PORT``, which
 docker-compose.yaml publishes, default 4891), so a developer's own stack is left alone.
@@ -36,10 +35,10 @@ import httpx
 import openai
 import pytest
 import yaml
-from server import free_port
-from tinymodel import build_tiny_model
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.server import ROOT, free_port
+from tests.support.tinymodel import build_tiny_model
+
 DOCKERFILE = ROOT / "gpt4all_api" / "Dockerfile.buildkit"
 CLASSIC_DOCKERFILE = ROOT / "gpt4all_api" / "Dockerfile"
 TEST_IMAGE = os.environ.get("GPT4ALL_API_TEST_IMAGE", "gpt4all_api:test")

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from hardening_fixtures import TINY, model_env, serve
-from server import Server
+
+from tests.support.hardening_fixtures import TINY, model_env, serve
+from tests.support.server import Server
 
 
 @pytest.fixture(scope="module")

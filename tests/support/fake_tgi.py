@@ -2,7 +2,7 @@
 
 TGI needs a GPU, so the GPU mode is tested against this small real HTTP server (Starlette
 under uvicorn, in a thread) that follows TGI's documented wire format
-(``../shared/tgi-openapi/openapi.json``, ``../shared/notes/tgi-facts.md``):
+(TGI's OpenAPI document and its observed behaviour):
 
 * ``GET /info``, ``GET /health`` (200, or 503 ``{"error":"unhealthy",...}``),
   ``POST /tokenize``, ``POST /chat_tokenize``, ``POST /generate``, ``POST /generate_stream``,

@@ -1,0 +1,1 @@
+"""Tests of gpt4all_api/routers/."""
