@@ -64,6 +64,14 @@ _PARAM_NAMES = {
     "frequency_penalty": "frequency_penalty",
 }
 _BACKTICKED = re.compile(r"`(\w+)`")
+#: How TGI's errors begin (``InferError``'s messages), by its ``error_type``.
+_ERROR_PREFIXES = (
+    ("Input validation error", "validation"),
+    ("Model is overloaded", "overloaded"),
+    ("Template error", "template_error"),
+    ("Missing template", "template_error"),
+    ("Tool error", "tool_error"),
+)
 
 
 def generate_parameters(p: SamplingParams) -> dict[str, Any]:
@@ -178,10 +186,24 @@ class TgiEngine(RemoteEngine):
         return InvalidRequest(message, param=param)
 
     def event_error(self, obj: dict[str, Any], started: bool, prompt_param: str) -> APIError:
-        """An ``{"error", "error_type"}`` event inside a stream."""
-        message = str(obj.get("error") or "unknown error")
-        kind = obj.get("error_type")
-        if not started and kind == "validation":
+        """An error event inside a 200 stream. TGI sends two shapes: ``/generate_stream``
+        ``{"error": str, "error_type": str}``, and the Messages API (TGI 3.x) OpenAI's
+        ``{"error": {"message": str, "http_status_code": int}}``. Before the first token
+        nothing has reached our client, so it gets the same HTTP error as for a non-streamed
+        request (a validation failure is a 400; over the context, ``context_length_exceeded``).
+        """
+        error = obj.get("error")
+        if isinstance(error, dict):
+            # this shape carries a status (422 for every kind), not TGI's error_type: the kind
+            # is in the message, which starts with InferError's own wording
+            message = str(error.get("message") or "unknown error")
+            kind = next((k for p, k in _ERROR_PREFIXES if message.startswith(p)), None)
+            if error.get("http_status_code") == 429:
+                kind = "overloaded"
+        else:
+            message = str(error or "unknown error")
+            kind = obj.get("error_type")
+        if not started and kind in ("validation", "template_error", "tool_error"):
             return self.bad_request(message, obj, prompt_param)
         if not started and kind == "overloaded":
             return overloaded(message)

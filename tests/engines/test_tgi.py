@@ -21,6 +21,7 @@ import openai
 import pytest
 
 from gpt4all_api.engines.remote import iter_sse
+from gpt4all_api.engines.tgi import TgiEngine
 from gpt4all_api.settings import Settings
 from tests.support.fake_tgi import ANSWER, MODEL_ID, FakeTgi, count_tokens, render_chat
 from tests.support.gpu_fixtures import TGI_READ_TIMEOUT, gpu_env
@@ -410,6 +411,50 @@ def test_prompt_and_max_tokens_over_max_total_tokens(tgi_client: openai.OpenAI) 
     assert exc.value.body["code"] == "context_length_exceeded"
     assert exc.value.body["param"] == "messages"
     assert "must be <= 128" in exc.value.body["message"]
+
+
+def test_streamed_chat_over_max_total_tokens_is_a_400(tgi_server: Server) -> None:
+    """TGI rejects it in the first event of a 200 stream (OpenAI's error shape on the
+    Messages API): no byte has reached our client yet, so it is the same 400 as without
+    streaming, not a 502."""
+    body = {
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": "word " * 40}],
+        "max_tokens": 100,
+    }
+    status, _, events, _ = raw_stream(tgi_server, "/chat/completions", body)
+    assert status == 400
+    error = events[0]["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert "must be <= 128" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code"),
+    [
+        ({"error": "Input validation error: `top_k` must be strictly positive",
+          "error_type": "validation"}, 400, None),
+        ({"error": {"message": "Input validation error: `inputs` tokens + `max_new_tokens` "
+          "must be <= 2048. Given: 2000 `inputs` tokens and 100 `max_new_tokens`",
+          "http_status_code": 422}}, 400, "context_length_exceeded"),
+        ({"error": {"message": "Model is overloaded", "http_status_code": 429}}, 429,
+         "rate_limit_exceeded"),
+        ({"error": {"message": "Request failed during generation: boom",
+          "http_status_code": 422}}, 502, "upstream_error"),
+        ({"error": {"message": "Template error: unknown role", "http_status_code": 422}}, 400,
+         None),
+        ({"error": "Request failed during generation: boom", "error_type": "generation"}, 502,
+         "upstream_error"),
+    ],
+)  # fmt: skip
+def test_error_event_shapes_before_the_first_token(
+    event: dict[str, Any], status: int, code: str | None
+) -> None:
+    engine = TgiEngine(Settings(_env_file=None, inference_mode="gpu", gpu_url="http://x"))  # type: ignore[call-arg]
+    error = engine.event_error(event, started=False, prompt_param="messages")
+    assert error.status_code == status and error.code == code
+    after = engine.event_error(event, started=True, prompt_param="messages")
+    assert after.status_code == 502  # mid-stream: an error event after the tokens
 
 
 # --- upstream failures ----------------------------------------------------------------------

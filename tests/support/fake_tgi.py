@@ -14,8 +14,9 @@ under uvicorn, in a thread) that follows TGI's documented wire format
 * TGI's validation (422 ``{"error","error_type":"validation"}``): temperature > 0,
   0 < top_p < 1 (1.0 rejected), top_k > 0, repetition_penalty > 0, max_new_tokens > 0,
   at most ``max_stop_sequences`` stops, input and total token limits, unsigned seeds.
-  Streams report validation errors as an error event in a 200 stream, as TGI does;
-  unknown fields are ignored;
+  Streams report validation errors as an error event in a 200 stream, as TGI does:
+  ``{"error","error_type"}`` on ``/generate_stream``, OpenAI's ``{"error": {"message",
+  "http_status_code"}}`` on the Messages API (TGI 3.x); unknown fields are ignored;
 * stop sequences end generation when the generated text *ends with* one (TGI's rule), the
   stop text included in the output.
 
@@ -504,7 +505,9 @@ class FakeTgi:
             max_new = self._validate(params, input_tokens)
         except Invalid as exc:
             if stream:
-                return self._stream([self._sse({"error": exc.message, "error_type": "validation"})])
+                # the Messages API (TGI 3.x) streams errors in OpenAI's shape
+                error = {"message": exc.message, "http_status_code": 422}
+                return self._stream([self._sse({"error": error})])
             return self.error(422, exc.message)
         tokens, finish, text = self._generate(prompt, max_new, params.get("stop") or [])
         usage = {
