@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from fastapi import Request
@@ -23,13 +23,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from gpt4all_api import request_context
 from gpt4all_api.engines.base import (
-    ChatTurn,
     Done,
     Engine,
     FinishReason,
     GenerationRequest,
     SamplingParams,
     Token,
+    ToolCall,
 )
 from gpt4all_api.errors import APIError, InvalidRequest, error_body
 from gpt4all_api.protocol.chat import CreateChatCompletionRequest, TextContentPart
@@ -39,6 +39,17 @@ from gpt4all_api.services.admission import Admission, Slot
 from gpt4all_api.services.disconnect import until_disconnected
 from gpt4all_api.services.sse import DONE, sse_event
 from gpt4all_api.services.stop import StopMatcher
+from gpt4all_api.services.tools import (
+    ContentDelta,
+    ReplyBuilder,
+    ToolCallDelta,
+    ToolCallStream,
+    ToolRequest,
+    chat_turns,
+    delta_json,
+    finish_reason,
+    plan_tools,
+)
 from gpt4all_api.settings import Settings
 from gpt4all_api.shutdown import ShutdownCoordinator, ShuttingDown
 
@@ -108,6 +119,7 @@ class ChoicePlan:
     request: GenerationRequest
     prompt_key: int  # choices sharing a prompt count its tokens once
     echo: str = ""
+    tools: ToolRequest = field(default_factory=ToolRequest)
 
 
 def plan_completion(req: CreateCompletionRequest, settings: Settings) -> list[ChoicePlan]:
@@ -193,31 +205,47 @@ def plan_chat(req: CreateChatCompletionRequest, settings: Settings) -> list[Choi
         raise _unsupported("logprobs", "the gpt4all backend does not expose token logprobs.")
     if req.top_logprobs is not None:
         raise _unsupported("top_logprobs", "the gpt4all backend does not expose logprobs.")
-    if req.tools:
-        raise _unsupported("tools", "tool calling is not available.")
-    if req.functions:
-        raise _unsupported("functions", "function calling is not available.")
-    if req.tool_choice not in (None, "none", "auto"):
-        raise _unsupported("tool_choice", "tool calling is not available.")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise _unsupported(
-            "response_format", f"'{req.response_format.type}' (structured output) is not available."
-        )
+    tools = plan_tools(req)
+    response_format = _response_format(req)
     if req.modalities and any(m != "text" for m in req.modalities):
         raise _unsupported("modalities", "only text output is available.")
     if req.audio is not None:
         raise _unsupported("audio", "only text output is available.")
-    turns: list[ChatTurn] = []
-    for i, m in enumerate(req.messages):
-        if m.role in ("tool", "function") or m.tool_calls or m.function_call:
-            raise _unsupported(f"messages[{i}]", "tool and function messages need tool calling.")
-        role = "system" if m.role == "developer" else m.role
-        content = _check_unicode(_message_text(i, m.content), f"messages[{i}].content")
-        name = _check_unicode(m.name, f"messages[{i}].name") if m.name else m.name
-        turns.append(ChatTurn(role=role, content=content, name=name))
+    turns = chat_turns(
+        req.messages,
+        lambda i, content: _check_unicode(_message_text(i, content), f"messages[{i}].content"),
+    )
     params = sampling_params(req, settings, max_tokens)
-    request = GenerationRequest(params=params, messages=tuple(turns))
-    return [ChoicePlan(index=j, request=request, prompt_key=0) for j in range(req.n or 1)]
+    request = GenerationRequest(
+        params=params,
+        messages=turns,
+        tools=tools.tools,
+        tool_choice=tools.choice,
+        parallel_tool_calls=tools.parallel,
+        response_format=response_format,
+    )
+    return [
+        ChoicePlan(index=j, request=request, prompt_key=0, tools=tools) for j in range(req.n or 1)
+    ]
+
+
+def _response_format(req: CreateChatCompletionRequest) -> dict[str, Any] | None:
+    """The client's ``response_format`` for the engine (None for plain text)."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type not in ("json_object", "json_schema"):
+        raise InvalidRequest(
+            f"Invalid value for 'response_format.type': '{fmt.type}' (expected 'text', "
+            "'json_object' or 'json_schema').",
+            param="response_format.type",
+        )
+    if fmt.type == "json_schema" and (fmt.json_schema is None or fmt.json_schema.schema_ is None):
+        raise InvalidRequest(
+            "'response_format' of type 'json_schema' needs 'json_schema.schema'.",
+            param="response_format.json_schema",
+        )
+    return fmt.model_dump(by_alias=True, exclude_none=True)
 
 
 # --- running one choice ------------------------------------------------------------------
@@ -228,6 +256,7 @@ class ChoiceOutcome:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: int = 0
 
 
 async def run_choice(
@@ -235,12 +264,28 @@ async def run_choice(
     request: GenerationRequest,
     on_text: Callable[[str], Awaitable[None] | None],
     on_start: Callable[[], Awaitable[None]] | None = None,
+    tools: ToolRequest | None = None,
+    on_tool: Callable[[ToolCallDelta], Awaitable[None] | None] | None = None,
 ) -> ChoiceOutcome:
     """Generate one choice, passing text (stop strings removed) to ``on_text``.
 
     ``on_start`` runs when the engine's first event arrives, i.e. once the prompt was
     accepted: streamed responses send nothing before that, so errors can still be 400s.
+    With ``tools``, the text goes through ``ToolCallStream`` first: content reaches
+    ``on_text``, call pieces ``on_tool``.
     """
+    calls = ToolCallStream(tools or ToolRequest(), engine.parses_tool_calls)
+
+    async def deliver(deltas: list[ContentDelta | ToolCallDelta]) -> None:
+        for d in deltas:
+            if isinstance(d, ContentDelta):
+                await _maybe_await(on_text(d.text))
+            elif on_tool is not None:
+                await _maybe_await(on_tool(d))
+
+    async def text_out(text: str) -> None:
+        await deliver(calls.text(text))
+
     stop_event = threading.Event()
     matcher = StopMatcher([*request.params.stop, *engine.implicit_stops(request)])
     done: Done | None = None
@@ -260,9 +305,12 @@ async def run_choice(
                 request_context.note_tokens(event.tokens)
                 out = matcher.feed(event.text)
                 if out:
-                    await _maybe_await(on_text(out))
+                    await text_out(out)
                 if matcher.stopped:
                     stop_event.set()
+            elif isinstance(event, ToolCall):
+                consumed += event.tokens
+                await deliver(calls.tool_call(event))
             else:
                 done = event
     if first_token_at is not None and done is not None:
@@ -275,12 +323,17 @@ async def run_choice(
     if not matcher.stopped:
         tail = matcher.flush()
         if tail:
-            await _maybe_await(on_text(tail))
+            await text_out(tail)
+    await deliver(calls.finish())
     if matcher.stopped:
         # usage counts the tokens up to the one completing the stop string, so it does not
         # depend on how far the backend ran before it saw the stop signal
-        return ChoiceOutcome("stop", done.prompt_tokens, min(consumed, done.completion_tokens))
-    return ChoiceOutcome(done.finish_reason, done.prompt_tokens, done.completion_tokens)
+        return ChoiceOutcome(
+            "stop", done.prompt_tokens, min(consumed, done.completion_tokens), calls.calls
+        )
+    return ChoiceOutcome(
+        done.finish_reason, done.prompt_tokens, done.completion_tokens, calls.calls
+    )
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:
@@ -310,7 +363,10 @@ async def _collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePla
     completion_tokens = 0
     for plan in plans:
         pieces: list[str] = [plan.echo] if plan.echo else []
-        outcome = await run_choice(engine, plan.request, pieces.append)
+        reply = ReplyBuilder(plan.tools)
+        outcome = await run_choice(
+            engine, plan.request, pieces.append, tools=plan.tools, on_tool=reply.add
+        )
         prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
         completion_tokens += outcome.completion_tokens
         text = "".join(pieces)
@@ -324,12 +380,13 @@ async def _collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePla
                 }
             )
         else:
+            reply.add(ContentDelta(text))
             choices.append(
                 {
                     "index": plan.index,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": reply.message(),
                     "logprobs": None,
-                    "finish_reason": outcome.finish_reason,
+                    "finish_reason": reply.finish_reason(outcome.finish_reason),
                 }
             )
     usage = _usage(prompt_tokens, completion_tokens)
@@ -359,7 +416,16 @@ class _Chunks:
             "model": model,
         }
 
-    def text(self, index: int, text: str, finish: FinishReason | None = None) -> bytes:
+    def tool(self, index: int, delta: ToolCallDelta, legacy: bool) -> bytes:
+        choice = {
+            "index": index,
+            "delta": delta_json(delta, legacy),
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        return sse_event({**self.base, "choices": [choice]})
+
+    def text(self, index: int, text: str, finish: str | None = None) -> bytes:
         if self.kind == "completion":
             choice: dict[str, Any] = {
                 "text": text,
@@ -450,10 +516,16 @@ async def _stream_response(
                 async def send(text: str, index: int = plan.index) -> None:
                     await queue.put(chunks.text(index, text))
 
-                outcome = await run_choice(engine, plan.request, send, start)
+                async def send_tool(delta: ToolCallDelta, plan: ChoicePlan = plan) -> None:
+                    await queue.put(chunks.tool(plan.index, delta, plan.tools.legacy))
+
+                outcome = await run_choice(
+                    engine, plan.request, send, start, tools=plan.tools, on_tool=send_tool
+                )
                 prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
                 completion_tokens += outcome.completion_tokens
-                await queue.put(chunks.text(plan.index, "", outcome.finish_reason))
+                finish = finish_reason(outcome.finish_reason, outcome.tool_calls, plan.tools.legacy)
+                await queue.put(chunks.text(plan.index, "", finish))
             usage = _usage(prompt_tokens, completion_tokens)
             request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
             if include_usage:

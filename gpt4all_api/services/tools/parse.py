@@ -184,6 +184,7 @@ class ToolCallParser:
         self._mode: Mode = "text"
         self._at_start = True  # no content and no call yet: a bare JSON reply is possible
         self._ws = ""  # whitespace held back (dropped at the end if calls were made)
+        self._after_call = False
         self.calls = 0
         self.dropped = 0
         self._finished = False
@@ -216,6 +217,12 @@ class ToolCallParser:
         if not text:
             return
         text = self._ws + text
+        if self._after_call:  # whitespace after a call is not content either
+            text = text.lstrip()
+            self._ws = ""
+            if not text:
+                return
+            self._after_call = False
         head = text.rstrip()
         self._ws = text[len(head) :]
         if head:
@@ -231,6 +238,7 @@ class ToolCallParser:
             index = self.calls
             self.calls += 1
             self._ws = ""  # whitespace between text and a call is not content
+            self._after_call = True
             out.append(ToolCallDelta(index, self._new_id(), call.name, ""))
             out.append(ToolCallDelta(index, arguments=call.arguments))
 
@@ -292,8 +300,10 @@ class ToolCallParser:
         self._buf = ""
         self._mode = "text"
         calls: list[ParsedCall] | None
+        if mode == "bare" and raw.lstrip().startswith(MISTRAL_START):
+            mode = "mistral"  # a "[" at the start turned out to be Mistral's marker
         if mode == "mistral":
-            calls = _mistral_calls(raw[len(MISTRAL_START) :], self.allowed)
+            calls = _mistral_calls(raw.lstrip()[len(MISTRAL_START) :], self.allowed)
         elif mode == "python_tag":
             calls = calls_from_json_text(raw[len(PYTHON_TAG) :], self.allowed)
         else:

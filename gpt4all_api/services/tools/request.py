@@ -186,7 +186,7 @@ def chat_turns(
             )
         for j, call in enumerate(m.tool_calls or ()):
             param = f"messages[{i}].tool_calls[{j}]"
-            if call.id in known_ids:
+            if call.id in known_ids or any(c.id == call.id for c in calls):
                 raise InvalidRequest(f"Duplicate tool call id '{call.id}'.", param=f"{param}.id")
             args = _arguments(call.function.arguments, f"{param}.function.arguments")
             calls.append(ToolCallPart(call.id, call.function.name, args))
