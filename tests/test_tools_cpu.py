@@ -11,7 +11,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from gpu_fixtures import gpu_env
+from openai_schema import validate
 from server import Server, run_server
+from sse import read_sse
 from tinymodel import build_tool_model
 
 TOOLS: list[Any] = [
@@ -175,3 +178,32 @@ def test_errors_name_the_parameter(tool_server: Server, extra: dict[str, Any], p
 
 def test_log_has_no_traceback(tool_server: Server) -> None:
     assert "Traceback" not in tool_server.log()
+
+
+def test_responses_validate_against_openais_schemas(tool_server: Server) -> None:
+    body = {"model": "tool-model", "messages": ASK, "tools": TOOLS}
+    r = httpx.post(tool_server.v1 + "/chat/completions", json=body, timeout=30)
+    validate("CreateChatCompletionResponse", r.json())
+    with httpx.stream(
+        "POST", tool_server.v1 + "/chat/completions", json={**body, "stream": True}, timeout=30
+    ) as s:
+        events, done = read_sse(s)
+    assert done
+    for event in events:
+        validate("CreateChatCompletionStreamResponse", event)
+
+
+def test_openai_upstream_passes_tools_through(
+    tool_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """GPU_BACKEND=openai in front of this server: the upstream's tool calls come back."""
+    log = tmp_path_factory.mktemp("upstream") / "server.log"
+    env = gpu_env(tool_server.base_url, GPU_BACKEND="openai", GPU_MODEL_ID="tool-model")
+    with run_server(env, log, timeout=30) as front:
+        c = openai.OpenAI(base_url=front.v1, api_key="x", max_retries=0, timeout=60)
+        r = c.chat.completions.create(model="tool-model", messages=ASK, tools=TOOLS)
+        (call,) = r.choices[0].message.tool_calls or []
+        assert call.function.name == "get_weather" and r.choices[0].finish_reason == "tool_calls"
+        with c.chat.completions.stream(model="tool-model", messages=ASK, tools=TOOLS) as s:
+            final = s.get_final_completion()
+        assert (final.choices[0].message.tool_calls or [])[0].function.name == "get_weather"
