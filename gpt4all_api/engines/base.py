@@ -56,19 +56,62 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """A call in the history (an assistant turn's ``tool_calls``); ``arguments`` is the
+    JSON string the client sent."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatTurn:
-    role: str
+    role: str  # system, user, assistant or tool (developer -> system, function -> tool)
     content: str
+    name: str | None = None
+    tool_calls: tuple[ToolCallPart, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One callable function (from ``tools`` or the legacy ``functions``).
+
+    ``parameters`` is a JSON Schema object (``{"type": "object", ...}``; an empty-object
+    schema when the client gave none)."""
+
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """``mode`` none / auto / required, or ``named`` with ``name`` the forced function."""
+
+    mode: Literal["none", "auto", "required", "named"] = "auto"
     name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """Either a raw ``prompt`` (completions) or ``messages`` (chat), never both."""
+    """Either a raw ``prompt`` (completions) or ``messages`` (chat), never both.
+
+    ``tools`` is empty when the request has none or ``tool_choice`` is none (tools are then
+    not even shown to the model). ``response_format`` is the client's object
+    (``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema": {...}}``), None
+    for plain text; engines that cannot honour it refuse it before the first event.
+    """
 
     params: SamplingParams
     prompt: str | None = None
     messages: tuple[ChatTurn, ...] | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +125,28 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call parsed by the backend itself (TGI, an OpenAI upstream).
+
+    Engines whose ``parses_tool_calls`` is False (the CPU engine) never yield these: they
+    yield the model's raw text as ``Token``s and the service parses it. ``arguments`` is
+    a JSON string; ``id`` the upstream's (the service assigns one when empty)."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+    tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
 
 
-Event = Token | Done
+Event = Token | ToolCall | Done
 
 
 @dataclass(slots=True)
@@ -118,6 +176,10 @@ class Engine(ABC):
         """Whether the engine can serve now (weights loaded, upstream answering)."""
         return True
 
+    #: True: the backend parses tool calls and yields ``ToolCall`` events; False: it yields
+    #: raw text and ``services.tools`` parses calls out of it.
+    parses_tool_calls: bool = False
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights / open connections (called once, in the lifespan)."""
 
@@ -128,7 +190,7 @@ class Engine(ABC):
     def stream(
         self, request: GenerationRequest, stop: threading.Event | None = None
     ) -> AsyncIterator[Event]:
-        """Yield ``Token``s then one ``Done``.
+        """Yield ``Token``s (and ``ToolCall``s where ``parses_tool_calls``) then one ``Done``.
 
         Setting ``stop`` ends generation early but still yields the final ``Done`` (with
         ``finish_reason`` "stop" and the real counts): that is how stop sequences end it.

@@ -32,6 +32,7 @@ from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
 from gpt4all_api.model_store.gguf import GGUFSummary, probe_gguf
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
+from gpt4all_api.services.tools.render import render_chat_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +129,16 @@ class Gpt4AllEngine(LocalEngine):
 
     def _prompt_text(self, request: GenerationRequest) -> tuple[str, bool]:
         """The text to feed the model and whether special tokens are parsed in it."""
+        if request.response_format is not None:
+            kind = request.response_format.get("type")
+            raise InvalidRequest(
+                f"'response_format' '{kind}' is not supported in CPU mode: the gpt4all backend "
+                "cannot constrain sampling to JSON (GPU mode with TGI can).",
+                param="response_format",
+            )
         if request.messages is not None:
             assert self.template is not None
-            return self.template.render(request.messages), True
+            return render_chat_prompt(self.template, request), True
         assert request.prompt is not None
         if request.prompt == "":
             # An empty prompt is zero tokens for models that add no BOS, and sampling with

@@ -29,6 +29,7 @@ from gpt4all_api.engines.base import (
     FinishReason,
     GenerationRequest,
     Token,
+    ToolCall,
 )
 from gpt4all_api.engines.remote import (
     RemoteEngine,
@@ -58,10 +59,28 @@ def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, A
     if p.top_p < 1:  # 1 is everyone's default, and TGI's Messages API refuses it
         body["top_p"] = p.top_p
     if request.messages is not None:
-        body["messages"] = [
-            {"role": t.role, "content": t.content, **({"name": t.name} if t.name else {})}
-            for t in request.messages
-        ]
+        body["messages"] = [_message(t) for t in request.messages]
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        **({"description": t.description} if t.description else {}),
+                        "parameters": t.parameters,
+                        **({"strict": True} if t.strict else {}),
+                    },
+                }
+                for t in request.tools
+            ]
+            c = request.tool_choice
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": c.name}} if c.mode == "named" else c.mode
+            )
+            if not request.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
         if p.max_tokens is not None:
             body["max_tokens"] = p.max_tokens
     else:
@@ -82,6 +101,21 @@ def request_body(request: GenerationRequest, upstream_model: str) -> dict[str, A
     return body
 
 
+def _message(t: Any) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": t.role, "content": t.content}
+    if t.name:
+        msg["name"] = t.name
+    if t.tool_calls:
+        msg["content"] = t.content or None
+        msg["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in t.tool_calls
+        ]
+    if t.tool_call_id is not None:
+        msg["tool_call_id"] = t.tool_call_id
+    return msg
+
+
 def _choice_text(choice: dict[str, Any]) -> str:
     if "text" in choice:
         return str(choice.get("text") or "")
@@ -94,6 +128,7 @@ class OpenAiUpstreamEngine(RemoteEngine):
 
     backend = "openai"
     health_path = "/v1/models"
+    parses_tool_calls = True
 
     @staticmethod
     def normalise_url(url: str) -> str:
@@ -154,6 +189,7 @@ class OpenAiUpstreamEngine(RemoteEngine):
         finish: FinishReason | None = None
         usage: dict[str, Any] | None = None
         drain = _DRAIN_AFTER_STOP
+        calls: dict[int, dict[str, str]] = {}
         events = self.upstream_events(path, body, param)
         async with aclosing(events):
             async for data in events:
@@ -168,6 +204,16 @@ class OpenAiUpstreamEngine(RemoteEngine):
                 for choice in obj.get("choices") or []:
                     if choice.get("index", 0) != 0:
                         continue
+                    delta = choice.get("delta") or choice.get("message") or {}
+                    for piece in delta.get("tool_calls") or []:
+                        fn = piece.get("function") or {}
+                        acc = calls.setdefault(int(piece.get("index") or 0), {})
+                        acc["id"] = acc.get("id") or str(piece.get("id") or "")
+                        acc["name"] = acc.get("name") or str(fn.get("name") or "")
+                        args = fn.get("arguments")
+                        if not isinstance(args, str):  # some servers send an object
+                            args = json.dumps(args) if args is not None else ""
+                        acc["arguments"] = acc.get("arguments", "") + args
                     text = _choice_text(choice)
                     if text:
                         generated += 1
@@ -184,6 +230,9 @@ class OpenAiUpstreamEngine(RemoteEngine):
                 "The inference upstream's stream ended before the generation finished.",
                 code="upstream_error",
             )
+        for i, index in enumerate(sorted(calls)):
+            c = calls[index]
+            yield ToolCall(i, c.get("id", ""), c.get("name", ""), c.get("arguments") or "{}")
         prompt_tokens = _int(usage.get("prompt_tokens")) if usage else None
         completion_tokens = _int(usage.get("completion_tokens")) if usage else None
         yield Done(

@@ -25,6 +25,7 @@ token limits from ``/info`` become 400s naming the parameter.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -41,6 +42,7 @@ from gpt4all_api.engines.base import (
     GenerationRequest,
     SamplingParams,
     Token,
+    ToolCall,
 )
 from gpt4all_api.engines.remote import (
     RemoteEngine,
@@ -118,7 +120,69 @@ def chat_body(request: GenerationRequest) -> dict[str, Any]:
         body["stop"] = list(p.stop)
     if p.seed is not None:
         body["seed"] = p.seed % 2**64
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    # TGI's FunctionDefinition names the schema "arguments" ("parameters"
+                    # is only an alias: sending both is a duplicate-field error)
+                    "arguments": t.parameters,
+                },
+            }
+            for t in request.tools
+        ]
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == "named"
+            else choice.mode
+        )
+    if request.response_format is not None:
+        body["response_format"] = grammar(request.response_format)
     return body
+
+
+def grammar(response_format: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``response_format`` as TGI's grammar (``GrammarType``)."""
+    if response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        return {"type": "json", "value": spec.get("schema") or {}}
+    return {"type": "json", "value": {"type": "object"}}
+
+
+def tgi_tool_calls(parts: dict[int, dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    """Accumulated streamed calls -> ``(name, arguments JSON, text)``.
+
+    TGI 3 streams the name first and the arguments as fragments; TGI 2 sends no name and
+    the arguments as ``{"function": {"_name": ..., <arguments>}}``; TGI answers "no call"
+    as the ``no_tool`` pseudo-function whose ``content`` is the text (returned as text)."""
+    out: list[tuple[str, str, str | None]] = []
+    for index in sorted(parts):
+        name = parts[index].get("name") or ""
+        raw = parts[index].get("arguments") or ""
+        try:
+            args = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise UpstreamError(
+                "The inference upstream sent tool call arguments that are not JSON.",
+                code="upstream_error",
+            ) from None
+        if isinstance(args, dict) and isinstance(args.get("function"), dict) and not name:
+            args = dict(args["function"])
+        if isinstance(args, dict) and not name:
+            name = str(args.pop("_name", "") or args.pop("name", ""))
+        if not isinstance(args, dict) or not name:
+            raise UpstreamError(
+                "The inference upstream sent a tool call without a name.", code="upstream_error"
+            )
+        if name == "no_tool":
+            out.append((name, "{}", str(args.get("content") or "")))
+            continue
+        out.append((name, json.dumps(args, ensure_ascii=False), None))
+    return out
 
 
 def _greedy(p: SamplingParams) -> bool:
@@ -133,6 +197,18 @@ def _messages(request: GenerationRequest) -> list[dict[str, Any]]:
         msg: dict[str, Any] = {"role": turn.role, "content": turn.content}
         if turn.name:
             msg["name"] = turn.name
+        if turn.tool_calls:
+            del msg["content"]  # TGI: a message has content or tool_calls
+            msg["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.loads(c.arguments)},
+                }
+                for c in turn.tool_calls
+            ]
+        if turn.tool_call_id is not None:
+            msg["tool_call_id"] = turn.tool_call_id
         out.append(msg)
     return out
 
@@ -146,6 +222,7 @@ class TgiEngine(RemoteEngine):
 
     backend = "tgi"
     health_path = "/health"
+    parses_tool_calls = True
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
@@ -329,6 +406,7 @@ class TgiEngine(RemoteEngine):
         finish: FinishReason | None = None
         usage: dict[str, Any] | None = None
         aborted = False
+        calls: dict[int, dict[str, Any]] = {}
         events = self.upstream_events("/v1/chat/completions", chat_body(request), "messages")
         async with aclosing(events):
             async for data in events:
@@ -344,12 +422,32 @@ class TgiEngine(RemoteEngine):
                         continue
                     delta = choice.get("delta") or {}
                     generated += 1  # TGI sends one chunk per generated token
-                    yield Token(str(delta.get("content") or ""))
+                    pieces = delta.get("tool_calls")
+                    if pieces:  # a list (TGI 3) or one object (TGI 2)
+                        for piece in pieces if isinstance(pieces, list) else [pieces]:
+                            fn = piece.get("function") or {}
+                            acc = calls.setdefault(int(piece.get("index") or 0), {})
+                            if fn.get("name"):
+                                acc["name"] = fn["name"]
+                            args = fn.get("arguments")
+                            if isinstance(args, dict):
+                                args = json.dumps(args)
+                            acc["arguments"] = acc.get("arguments", "") + str(args or "")
+                        yield Token("", 1)
+                    else:
+                        yield Token(str(delta.get("content") or ""))
                     if choice.get("finish_reason"):
                         finish = map_finish(choice["finish_reason"])
                 if finish is None and stop.is_set():
                     aborted = True
                     break  # closing the events drops the connection: TGI cancels the request
+        index = 0
+        for name, arguments, text in tgi_tool_calls(calls):
+            if text is not None:
+                yield Token(text, 0)
+            else:
+                yield ToolCall(index, "", name, arguments)
+                index += 1
         if aborted:
             yield Done("stop", await self.count_prompt_tokens(request) or 0, generated)
             return

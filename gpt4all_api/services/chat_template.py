@@ -7,6 +7,7 @@ Models without a template use ChatML, the most common format for small instruct 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,19 +68,21 @@ class ChatTemplate:
             markers.append(self.eos_token)
         return tuple(markers)
 
-    def render(self, messages: Sequence[ChatTurn]) -> str:
-        payload: list[dict[str, Any]] = []
-        for m in messages:
-            d: dict[str, Any] = {"role": m.role, "content": m.content}
-            if m.name:
-                d["name"] = m.name
-            payload.append(d)
+    def render(
+        self, messages: Sequence[ChatTurn], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt; ``tools`` (OpenAI's ``tools`` list) and the turns' tool calls and
+        results reach the template as HF templates expect (``services.tools.render``
+        decides whether a template gets them)."""
+        payload = [_turn_payload(m) for m in messages]
+        extra: dict[str, Any] = {} if tools is None else {"tools": tools}
         try:
             return self._compiled.render(
                 messages=payload,
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except jinja2.TemplateError as exc:
             # Templates raise for conversations they do not support (e.g. roles not
@@ -93,6 +96,25 @@ class ChatTemplate:
                 f"The model's chat template could not render these messages: {exc}",
                 param="messages",
             ) from exc
+
+
+def _turn_payload(m: ChatTurn) -> dict[str, Any]:
+    """HF convention: a call's ``arguments`` is a dict, a tool result has ``tool_call_id``."""
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        d["name"] = m.name
+    if m.tool_calls:
+        d["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.loads(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        d["tool_call_id"] = m.tool_call_id
+    return d
 
 
 def chat_template_from_metadata(

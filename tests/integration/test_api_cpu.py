@@ -277,8 +277,9 @@ BAD_REQUESTS = [
             "model": TINY,
             "messages": [{"role": "user", "content": "x"}],
             "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
         },
-        "tools",
+        "tool_choice",
     ),
     (
         "/chat/completions",

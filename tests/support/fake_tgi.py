@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 ANSWER = "Hello, I am a fake TGI model."
+TOOL_ARGUMENTS = {"location": "Paris", "unit": "celsius"}
 MODEL_ID = "fake-org/fake-tgi-7b"
 VERSION = "3.3.6-dev0"
 FINGERPRINT = f"{VERSION}-native"
@@ -479,6 +480,53 @@ class FakeTgi:
             headers={"x-compute-type": "1-nvidia-h100", "x-accel-buffering": "no"},
         )
 
+    async def _tool_events(
+        self,
+        body: dict[str, Any],
+        prompt: str,
+        base: dict[str, Any],
+        usage: dict[str, Any],
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        """A streamed tool call of the named (else the first) tool with arguments
+        :data:`TOOL_ARGUMENTS`, in TGI 3's shape (name first, then argument fragments), or
+        with ``[[tgi2]]`` in TGI 2's (``tool_calls`` an object, name null, the arguments
+        ``{"function": {"_name": ..., ...}}``); ``[[no_tool]]`` answers with TGI's
+        ``no_tool`` pseudo-call carrying text."""
+        choice = body.get("tool_choice")
+        name = (
+            choice["function"]["name"]
+            if isinstance(choice, dict)
+            else body["tools"][0]["function"]["name"]
+        )
+        args = dict(TOOL_ARGUMENTS)
+        if "[[no_tool]]" in prompt:
+            name, args = "no_tool", {"content": ANSWER}
+        old = "[[tgi2]]" in prompt
+        if old:
+            text = json.dumps({"function": {"_name": name, **args}})
+            first: dict[str, Any] = {"name": None, "arguments": ""}
+        else:
+            text = json.dumps(args)
+            first = {"name": name, "arguments": ""}
+        pieces = [text[i : i + 5] for i in range(0, len(text), 5)]
+
+        def chunk(function: dict[str, Any], finish: str | None) -> bytes:
+            call = {"index": 0, "id": "", "type": "function", "function": function}
+            delta = {"role": "assistant", "tool_calls": call if old else [call]}
+            c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return self._sse({**base, "object": "chat.completion.chunk", "choices": [c]})
+
+        yield chunk(first, None)
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            yield chunk({"name": None, "arguments": piece}, "eos_token" if last else None)
+        if include_usage:
+            yield self._sse(
+                {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            )
+        yield b"data:[DONE]\n\n"
+
     async def chat(self, request: Request) -> Response:
         try:
             body = await self._body(request, "/v1/chat/completions")
@@ -538,6 +586,8 @@ class FakeTgi:
                 }
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if body.get("tools") and body.get("tool_choice") != "none":
+            return self._stream(self._tool_events(body, prompt, base, usage, include_usage))
 
         async def events() -> AsyncIterator[bytes]:
             async for i, token in self._tokens(prompt, tokens, "/v1/chat/completions"):

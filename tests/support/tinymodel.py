@@ -252,3 +252,34 @@ def build_broken_models(directory: Path) -> dict[str, Path]:
         name="unknown-arch-test-model",
     )
     return {"truncated": truncated, "not_gguf": not_gguf, "unknown_arch": unknown_arch}
+
+
+#: A Qwen-2.5-style tool-aware template (it reads ``tools``; calls are ``<tool_call>``
+#: blocks, results ``<tool_response>`` user turns), small enough for the tiny context.
+TOOL_CHAT_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n{% endif %}"
+    "<tools>{% for tool in tools %}{{ tool['function']['name'] }};{% endfor %}</tools>"
+    "<|im_end|>\n{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and tools %}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\n<tool_response>' + message['content'] }}"
+    "{{ '</tool_response><|im_end|>\n' }}"
+    "{% elif message['tool_calls'] %}<|im_start|>assistant\n"
+    "{% for call in message['tool_calls'] %}"
+    "<tool_call>{{ {'name': call['function']['name'], 'arguments': call['function']['arguments']}"
+    " | tojson }}</tool_call>{% endfor %}<|im_end|>\n"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TOOL_CALL_SENTENCE = (
+    'Checking. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+)
+
+
+def build_tool_model(path: Path, chat_template: str | None = TOOL_CHAT_TEMPLATE) -> Path:
+    """A tiny model whose answer is a text lead-in and one Hermes-format tool call."""
+    return build_tiny_model(path, TOOL_CALL_SENTENCE, chat_template)

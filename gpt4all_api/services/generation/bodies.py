@@ -8,10 +8,11 @@ import uuid
 from typing import Any
 
 from gpt4all_api import request_context
-from gpt4all_api.engines.base import Engine, FinishReason
+from gpt4all_api.engines.base import Engine
 from gpt4all_api.services.generation.choice import run_choice
 from gpt4all_api.services.generation.planning import ChoicePlan, Kind
 from gpt4all_api.services.sse import sse_event
+from gpt4all_api.services.tools import ContentDelta, ReplyBuilder, ToolCallDelta, delta_json
 
 
 def usage_body(prompt_tokens: dict[int, int], completion_tokens: int) -> dict[str, int]:
@@ -33,7 +34,10 @@ async def collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan
     completion_tokens = 0
     for plan in plans:
         pieces: list[str] = [plan.echo] if plan.echo else []
-        outcome = await run_choice(engine, plan.request, pieces.append)
+        reply = ReplyBuilder(plan.tools)
+        outcome = await run_choice(
+            engine, plan.request, pieces.append, tools=plan.tools, on_tool=reply.add
+        )
         prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
         completion_tokens += outcome.completion_tokens
         text = "".join(pieces)
@@ -47,12 +51,13 @@ async def collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan
                 }
             )
         else:
+            reply.add(ContentDelta(text))
             choices.append(
                 {
                     "index": plan.index,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": reply.message(),
                     "logprobs": None,
-                    "finish_reason": outcome.finish_reason,
+                    "finish_reason": reply.finish_reason(outcome.finish_reason),
                 }
             )
     usage = usage_body(prompt_tokens, completion_tokens)
@@ -79,7 +84,16 @@ class Chunks:
             "model": model,
         }
 
-    def text(self, index: int, text: str, finish: FinishReason | None = None) -> bytes:
+    def tool(self, index: int, delta: ToolCallDelta, legacy: bool) -> bytes:
+        choice = {
+            "index": index,
+            "delta": delta_json(delta, legacy),
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        return sse_event({**self.base, "choices": [choice]})
+
+    def text(self, index: int, text: str, finish: str | None = None) -> bytes:
         if self.kind == "completion":
             choice: dict[str, Any] = {
                 "text": text,

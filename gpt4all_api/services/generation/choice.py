@@ -10,9 +10,17 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from gpt4all_api import request_context
-from gpt4all_api.engines.base import Done, Engine, FinishReason, GenerationRequest, Token
+from gpt4all_api.engines.base import (
+    Done,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    Token,
+    ToolCall,
+)
 from gpt4all_api.errors import APIError
 from gpt4all_api.services.stop import StopMatcher
+from gpt4all_api.services.tools import ContentDelta, ToolCallDelta, ToolCallStream, ToolRequest
 
 
 @dataclass(slots=True)
@@ -20,6 +28,7 @@ class ChoiceOutcome:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    tool_calls: int = 0
 
 
 async def run_choice(
@@ -27,12 +36,28 @@ async def run_choice(
     request: GenerationRequest,
     on_text: Callable[[str], Awaitable[None] | None],
     on_start: Callable[[], Awaitable[None]] | None = None,
+    tools: ToolRequest | None = None,
+    on_tool: Callable[[ToolCallDelta], Awaitable[None] | None] | None = None,
 ) -> ChoiceOutcome:
     """Generate one choice, passing text (stop strings removed) to ``on_text``.
 
     ``on_start`` runs when the engine's first event arrives, i.e. once the prompt was
     accepted: streamed responses send nothing before that, so errors can still be 400s.
+    With ``tools``, the text goes through ``ToolCallStream`` first: content reaches
+    ``on_text``, call pieces ``on_tool``.
     """
+    calls = ToolCallStream(tools or ToolRequest(), engine.parses_tool_calls)
+
+    async def deliver(deltas: list[ContentDelta | ToolCallDelta]) -> None:
+        for d in deltas:
+            if isinstance(d, ContentDelta):
+                await _maybe_await(on_text(d.text))
+            elif on_tool is not None:
+                await _maybe_await(on_tool(d))
+
+    async def text_out(text: str) -> None:
+        await deliver(calls.text(text))
+
     stop_event = threading.Event()
     matcher = StopMatcher([*request.params.stop, *engine.implicit_stops(request)])
     done: Done | None = None
@@ -52,9 +77,12 @@ async def run_choice(
                 request_context.note_tokens(event.tokens)
                 out = matcher.feed(event.text)
                 if out:
-                    await _maybe_await(on_text(out))
+                    await text_out(out)
                 if matcher.stopped:
                     stop_event.set()
+            elif isinstance(event, ToolCall):
+                consumed += event.tokens
+                await deliver(calls.tool_call(event))
             else:
                 done = event
     if first_token_at is not None and done is not None:
@@ -67,12 +95,17 @@ async def run_choice(
     if not matcher.stopped:
         tail = matcher.flush()
         if tail:
-            await _maybe_await(on_text(tail))
+            await text_out(tail)
+    await deliver(calls.finish())
     if matcher.stopped:
         # usage counts the tokens up to the one completing the stop string, so it does not
         # depend on how far the backend ran before it saw the stop signal
-        return ChoiceOutcome("stop", done.prompt_tokens, min(consumed, done.completion_tokens))
-    return ChoiceOutcome(done.finish_reason, done.prompt_tokens, done.completion_tokens)
+        return ChoiceOutcome(
+            "stop", done.prompt_tokens, min(consumed, done.completion_tokens), calls.calls
+        )
+    return ChoiceOutcome(
+        done.finish_reason, done.prompt_tokens, done.completion_tokens, calls.calls
+    )
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:

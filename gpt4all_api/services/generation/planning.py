@@ -3,14 +3,15 @@ sampling defaults, prompt lists, ``n`` and ``echo``. Nothing here touches a mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from gpt4all_api.engines.base import ChatTurn, GenerationRequest, SamplingParams
+from gpt4all_api.engines.base import GenerationRequest, SamplingParams
 from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.chat import CreateChatCompletionRequest, TextContentPart
 from gpt4all_api.protocol.common import SamplingFields
 from gpt4all_api.protocol.completions import CreateCompletionRequest
+from gpt4all_api.services.tools import ToolRequest, chat_turns, plan_tools
 from gpt4all_api.settings import Settings
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class ChoicePlan:
     request: GenerationRequest
     prompt_key: int  # choices sharing a prompt count its tokens once
     echo: str = ""
+    tools: ToolRequest = field(default_factory=ToolRequest)
 
 
 def plan_completion(req: CreateCompletionRequest, settings: Settings) -> list[ChoicePlan]:
@@ -160,31 +162,47 @@ def plan_chat(req: CreateChatCompletionRequest, settings: Settings) -> list[Choi
         raise _unsupported("logprobs", "the gpt4all backend does not expose token logprobs.")
     if req.top_logprobs is not None:
         raise _unsupported("top_logprobs", "the gpt4all backend does not expose logprobs.")
-    if req.tools:
-        raise _unsupported("tools", "tool calling is not available.")
-    if req.functions:
-        raise _unsupported("functions", "function calling is not available.")
-    if req.tool_choice not in (None, "none", "auto"):
-        raise _unsupported("tool_choice", "tool calling is not available.")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise _unsupported(
-            "response_format", f"'{req.response_format.type}' (structured output) is not available."
-        )
+    tools = plan_tools(req)
+    response_format = _response_format(req)
     if req.modalities and any(m != "text" for m in req.modalities):
         raise _unsupported("modalities", "only text output is available.")
     if req.audio is not None:
         raise _unsupported("audio", "only text output is available.")
-    turns: list[ChatTurn] = []
-    for i, m in enumerate(req.messages):
-        if m.role in ("tool", "function") or m.tool_calls or m.function_call:
-            raise _unsupported(f"messages[{i}]", "tool and function messages need tool calling.")
-        role = "system" if m.role == "developer" else m.role
-        content = _check_unicode(_message_text(i, m.content), f"messages[{i}].content")
-        name = _check_unicode(m.name, f"messages[{i}].name") if m.name else m.name
-        turns.append(ChatTurn(role=role, content=content, name=name))
+    turns = chat_turns(
+        req.messages,
+        lambda i, content: _check_unicode(_message_text(i, content), f"messages[{i}].content"),
+    )
     params = sampling_params(req, settings, max_tokens)
-    request = GenerationRequest(params=params, messages=tuple(turns))
-    return [ChoicePlan(index=j, request=request, prompt_key=0) for j in range(req.n or 1)]
+    request = GenerationRequest(
+        params=params,
+        messages=turns,
+        tools=tools.tools,
+        tool_choice=tools.choice,
+        parallel_tool_calls=tools.parallel,
+        response_format=response_format,
+    )
+    return [
+        ChoicePlan(index=j, request=request, prompt_key=0, tools=tools) for j in range(req.n or 1)
+    ]
+
+
+def _response_format(req: CreateChatCompletionRequest) -> dict[str, Any] | None:
+    """The client's ``response_format`` for the engine (None for plain text)."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type not in ("json_object", "json_schema"):
+        raise InvalidRequest(
+            f"Invalid value for 'response_format.type': '{fmt.type}' (expected 'text', "
+            "'json_object' or 'json_schema').",
+            param="response_format.type",
+        )
+    if fmt.type == "json_schema" and (fmt.json_schema is None or fmt.json_schema.schema_ is None):
+        raise InvalidRequest(
+            "'response_format' of type 'json_schema' needs 'json_schema.schema'.",
+            param="response_format.json_schema",
+        )
+    return fmt.model_dump(by_alias=True, exclude_none=True)
 
 
 def include_usage(req: SamplingFields) -> bool:

@@ -23,6 +23,7 @@ from gpt4all_api.services.generation.bodies import Chunks, usage_body
 from gpt4all_api.services.generation.choice import run_choice
 from gpt4all_api.services.generation.planning import ChoicePlan, Kind
 from gpt4all_api.services.sse import DONE, sse_event
+from gpt4all_api.services.tools import ToolCallDelta, finish_reason
 from gpt4all_api.shutdown import ShutdownCoordinator, ShuttingDown
 
 logger = logging.getLogger(__name__)
@@ -97,10 +98,16 @@ async def open_stream(
                 async def send(text: str, index: int = plan.index) -> None:
                     await queue.put(chunks.text(index, text))
 
-                outcome = await run_choice(engine, plan.request, send, start)
+                async def send_tool(delta: ToolCallDelta, plan: ChoicePlan = plan) -> None:
+                    await queue.put(chunks.tool(plan.index, delta, plan.tools.legacy))
+
+                outcome = await run_choice(
+                    engine, plan.request, send, start, tools=plan.tools, on_tool=send_tool
+                )
                 prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
                 completion_tokens += outcome.completion_tokens
-                await queue.put(chunks.text(plan.index, "", outcome.finish_reason))
+                finish = finish_reason(outcome.finish_reason, outcome.tool_calls, plan.tools.legacy)
+                await queue.put(chunks.text(plan.index, "", finish))
             usage = usage_body(prompt_tokens, completion_tokens)
             request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
             if include_usage:
