@@ -565,11 +565,13 @@ class Response(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
     @model_serializer(mode="wrap")
-    def _drop_unset_user(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The schema types ``user`` as a string (not nullable): leave it out when unset.
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The schema does not let ``user`` and ``usage`` be null (``usage`` is unknown until
+        # the end of a stream): leave them out while unset.
         data = handler(self)
-        if data.get("user") is None:
-            data.pop("user", None)
+        for key in ("user", "usage"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
     def to_json(self) -> dict[str, Any]:
