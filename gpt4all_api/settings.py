@@ -126,6 +126,52 @@ class Settings(BaseSettings):
     max_n: int = Field(8, ge=1, le=128, description="Largest n a request may ask.")
     max_prompts: int = Field(32, ge=1, description="Most prompts in one /v1/completions list.")
 
+    # --- stored responses (/v1/responses) -------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"),
+        description="Directory for the service's own data: the SQLite database of stored "
+        "responses lives here unless DATABASE_URL is set (created on demand).",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="Database of stored responses: postgresql://user:password@host:5432/db "
+        "for one database shared by several API replicas, or sqlite:///path/file.sqlite3. "
+        "Unset: SQLite at DATA_DIR/responses.sqlite3. Never logged.",
+    )
+    responses_max_count: int = Field(
+        100000,
+        ge=0,
+        description="Most stored responses kept; beyond it the least recently continued "
+        "conversations are removed first, newest response first (0: no limit).",
+    )
+    responses_max_age_days: float = Field(
+        30.0,
+        ge=0,
+        le=36500,
+        description="Days a stored response is kept after its conversation was last "
+        "continued (0: kept until deleted or pushed out by RESPONSES_MAX_COUNT).",
+    )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return None
+        url = v.get_secret_value().strip()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("sqlite", "postgres", "postgresql", "postgresql+psycopg"):
+            # The URL may hold a password: name the scheme only.
+            raise ValueError(
+                "DATABASE_URL must be a postgresql://... or sqlite:///... URL "
+                f"(scheme {scheme or 'missing'!r} is not supported)"
+            )
+        return SecretStr(url)
+
     # --- gpu mode (INFERENCE_MODE=gpu: proxy to an inference server) ------------------------
     gpu_url: str | None = Field(
         None,
