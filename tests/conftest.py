@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.fixtures",
     "tests.support.gpu_fixtures",
     "tests.support.hardening_fixtures",
+    "tests.support.postgres",
 ]

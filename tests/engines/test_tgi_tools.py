@@ -8,9 +8,9 @@ from typing import Any
 
 import openai
 import pytest
-from tests.support.fake_tgi import ANSWER, MODEL_ID, TOOL_ARGUMENTS, FakeTgi
 
 from gpt4all_api.engines.tgi import grammar, tgi_tool_calls
+from tests.support.fake_tgi import ANSWER, MODEL_ID, TOOL_ARGUMENTS, FakeTgi
 
 TOOLS: list[Any] = [
     {

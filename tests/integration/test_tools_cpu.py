@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from tests.support.gpu_fixtures import gpu_env
 from tests.support.openai_schema import validate
 from tests.support.server import Server, run_server

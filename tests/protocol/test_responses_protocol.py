@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from responses_schema import validate_create_request, validate_response
 
 from gpt4all_api.errors import InvalidRequest, validation_error_response
 from gpt4all_api.protocol.responses import (
@@ -19,6 +18,7 @@ from gpt4all_api.protocol.responses import (
     Response,
     validate_request,
 )
+from tests.support.responses_schema import validate_create_request, validate_response
 
 
 def parse(body: dict[str, Any]) -> CreateResponseRequest:

@@ -12,10 +12,10 @@ from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
-from responses_schema import validate_event, validate_response
 
 from gpt4all_api.protocol.responses import CreateResponseRequest
 from gpt4all_api.services.responses import ResponseEvents, sse_frame, start_response
+from tests.support.responses_schema import validate_event, validate_response
 
 TOOLS = [{"type": "function", "name": "weather", "parameters": {"type": "object"}, "strict": None}]
 

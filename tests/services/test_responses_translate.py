@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from responses_schema import validate_item_list, validate_item_resource, validate_response
 
 from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.responses import CreateResponseRequest, validate_request
@@ -24,6 +23,11 @@ from gpt4all_api.services.responses import (
     response_not_found,
     start_response,
     stored_record,
+)
+from tests.support.responses_schema import (
+    validate_item_list,
+    validate_item_resource,
+    validate_response,
 )
 
 TOOLS = [
@@ -101,7 +105,7 @@ def test_item_list_round_trip_with_tool_calls() -> None:
     with pytest.raises(InvalidRequest, match="function calls"):
         chat_turns(messages)
     chat = chat_request(req, messages)
-    assert chat.tools == [
+    assert [t.model_dump(exclude_none=True, by_alias=True) for t in chat.tools or []] == [
         {"type": "function", "function": {k: v for k, v in TOOLS[0].items() if k != "type"}}
     ]
     assert chat.messages[2].tool_calls is not None and chat.max_completion_tokens is None
@@ -129,7 +133,7 @@ def test_history_continues_a_stored_conversation() -> None:
     )
     assert [m.role for m in messages] == ["user", "assistant", "tool"]
     assert messages[1].tool_calls is not None
-    assert messages[1].tool_calls[0]["function"]["arguments"] == '{"city":"Oslo"}'
+    assert messages[1].tool_calls[0].function.arguments == '{"city":"Oslo"}'
     # An output for a call nobody made names the input item.
     stray = request(input=[{"type": "function_call_output", "call_id": "call_x", "output": "?"}])
     with pytest.raises(InvalidRequest) as info:
@@ -156,7 +160,9 @@ def test_chat_request_maps_settings() -> None:
     msgs = chat_messages(instructions=None, history=[], input_items=input_item_resources(req))
     chat = chat_request(req, msgs)
     assert (chat.max_completion_tokens, chat.temperature, chat.top_p) == (12, 0.3, 0.8)
-    assert chat.tool_choice == {"type": "function", "function": {"name": "weather"}}
+    choice = chat.tool_choice
+    assert not isinstance(choice, str) and choice is not None
+    assert choice.model_dump() == {"type": "function", "function": {"name": "weather"}}
     assert chat.parallel_tool_calls is False
     assert chat.response_format is not None and chat.response_format.type == "json_schema"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.server import free_port
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found: install them with "
@@ -57,12 +58,6 @@ class PostgresServer:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _runner() -> tuple[list[str], str | None]:
     """Command prefix to run the server as a non-root user, and that user (None: us)."""
     if os.geteuid() != 0:
@@ -90,7 +85,7 @@ def run_postgres() -> Iterator[PostgresServer]:
     log = base / "server.log"
     if user is not None:
         shutil.chown(base, user=user)
-    port = _free_port()
+    port = free_port()
     run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
     started = False
     try:

@@ -1,14 +1,10 @@
-"""The official-schema checks the Responses API tests use, in one place.
-
-Everything goes through ``openai_schema`` (which is moving to a ``tests/support`` package):
-only this module's import needs to follow it.
-"""
+"""The official-schema checks the Responses API tests use (on top of ``openai_schema``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from openai_schema import _spec, validate, validator
+from tests.support.openai_schema import _spec, validate, validator
 
 #: Each stream event type and its schema in OpenAI's spec.
 EVENT_SCHEMAS = {
