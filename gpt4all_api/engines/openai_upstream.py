@@ -161,7 +161,13 @@ class OpenAiUpstreamEngine(RemoteEngine):
     def event_error(self, obj: dict[str, Any], started: bool, prompt_param: str) -> APIError:
         message, body = body_message(json.dumps(obj).encode())
         error = obj.get("error")
-        if isinstance(error, dict):  # OpenAI, vLLM ({"type": "BadRequestError", "code": 400})
+        if isinstance(error, dict) and "http_status_code" in error:
+            # TGI 3.x's Messages API: {"message", "http_status_code": 422} for every kind;
+            # the kind is in the message
+            validation = str(error.get("message", "")).startswith("Input validation error")
+            kind, code = ("validation" if validation else None), error["http_status_code"]
+            code = code if code == 429 else None
+        elif isinstance(error, dict):  # OpenAI, vLLM ({"type": "BadRequestError", "code": 400})
             kind, code = error.get("type"), error.get("code")
         else:  # TGI's Messages API: {"error": "...", "error_type": "validation"}
             kind, code = obj.get("error_type"), None
