@@ -69,9 +69,9 @@ def test_metrics_after_traffic(tiny_server: Server) -> None:
 def test_each_app_has_its_own_registry() -> None:
     a = create_app(Settings(_env_file=None))
     b = create_app(Settings(_env_file=None))
-    assert a.state.metrics.registry is not b.state.metrics.registry
-    a.state.metrics.requests.labels("GET", "/health", "200").inc()
-    assert b"/health" not in b.state.metrics.render()
+    assert a.state.services.metrics.registry is not b.state.services.metrics.registry
+    a.state.services.metrics.requests.labels("GET", "/health", "200").inc()
+    assert b"/health" not in b.state.services.metrics.render()
     off = create_app(Settings(_env_file=None, metrics_enabled=False))
-    assert off.state.metrics is None
+    assert off.state.services.metrics is None
     assert all(getattr(r, "path", "") != "/metrics" for r in off.routes)

@@ -193,7 +193,7 @@ def test_gpu_mode_embeds_on_cpu(
 ) -> None:
     """INFERENCE_MODE=gpu: chat goes upstream, /v1/embeddings stays on the local CPU model
     (local chat GGUFs are not offered: the upstream is the chat model)."""
-    from gpu_fixtures import gpu_env
+    from tests.support.gpu_fixtures import gpu_env
 
     env = gpu_env(fake_tgi.url, MODELS_DIR=str(default_models_dir), EMBEDDING_MODEL=EMB)
     with run_server(env, tmp_path / "server.log", timeout=60) as server:
