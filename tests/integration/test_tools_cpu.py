@@ -27,7 +27,12 @@ from tests.support.gpu_fixtures import gpu_env
 from tests.support.openai_schema import validate
 from tests.support.server import Server, run_server
 from tests.support.sse import read_sse
-from tests.support.tinymodel import TOOL_ANSWER_SENTENCE, build_tiny_model, build_tool_model
+from tests.support.tinymodel import (
+    DEFAULT_SENTENCE,
+    TOOL_ANSWER_SENTENCE,
+    build_tiny_model,
+    build_tool_model,
+)
 
 TOOLS: list[Any] = [
     {
@@ -61,6 +66,7 @@ def tool_server(
     else:  # ChatML only: tools go into the system prompt
         build_tool_model(d / "tool-model.gguf", chat_template=None)
     build_tiny_model(d / "broken-call.gguf", BROKEN_CALL)
+    build_tiny_model(d / "plain.gguf")  # never calls
     env = {"MODELS_DIR": str(d), "MODEL": "tool-model", "EMBEDDING_MODEL": "", "N_THREADS": "1"}
     with run_server(env, d / "server.log") as server:
         yield server
@@ -169,15 +175,17 @@ def test_required_choice_returns_a_call(client: openai.OpenAI) -> None:
 def test_required_choice_never_fakes_a_call(client: openai.OpenAI, kind: str) -> None:
     """The model answers in words although a call was required: that answer is returned
     as what it is (content, finish_reason stop), not turned into a call."""
-    if kind != "template":
-        pytest.skip("only the tool-aware template makes the scripted model answer in words")
-    history = _round_trip_history(client)
-    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
-        r = client.chat.completions.create(
-            model="tool-model", messages=history, tools=TOOLS, tool_choice=choice
-        )
-        assert r.choices[0].finish_reason == "stop" and r.choices[0].message.tool_calls is None
-        assert r.choices[0].message.content == TOOL_ANSWER_SENTENCE
+    cases: list[tuple[str, list[Any], str]] = [("plain", ASK, DEFAULT_SENTENCE)]
+    if kind == "template":  # the tool model itself, answering a tool result in words
+        cases.append(("tool-model", _round_trip_history(client), TOOL_ANSWER_SENTENCE))
+    for model, messages, sentence in cases:
+        for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+            r = client.chat.completions.create(
+                model=model, messages=messages, tools=TOOLS, tool_choice=choice
+            )
+            assert r.choices[0].finish_reason == "stop"
+            assert r.choices[0].message.tool_calls is None
+            assert r.choices[0].message.content == sentence
 
 
 def test_invalid_json_in_a_call_is_content(client: openai.OpenAI, tool_server: Server) -> None:
@@ -311,8 +319,19 @@ def test_log_has_no_traceback(tool_server: Server) -> None:
     assert "Traceback" not in tool_server.log()
 
 
-def test_responses_validate_against_openais_schemas(tool_server: Server) -> None:
-    body = {"model": "tool-model", "messages": ASK, "tools": TOOLS}
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": TOOLS},
+        {"functions": [TOOLS[0]["function"]]},
+        {"tools": TOOLS, "model": "broken-call"},
+    ],
+    ids=["tools", "functions", "invalid-call"],
+)
+def test_responses_validate_against_openais_schemas(
+    tool_server: Server, extra: dict[str, Any]
+) -> None:
+    body = {"model": "tool-model", "messages": ASK, **extra}
     r = httpx.post(tool_server.v1 + "/chat/completions", json=body, timeout=30)
     validate("CreateChatCompletionResponse", r.json())
     with httpx.stream(
