@@ -1,6 +1,7 @@
 """Tool calling end to end on the real gpt4all backend: a tiny scripted GGUF whose answer
-is a tool call (with a tool-aware template, and with none: the generic fallback), the real
-server and the official ``openai`` client."""
+is a tool call (with a tool-aware template, and with none: the generic fallback) and, after
+a tool result, a sentence; the real server, the official ``openai`` client and LangChain's
+``ChatOpenAI.bind_tools``."""
 
 from __future__ import annotations
 
@@ -11,12 +12,27 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from tests.support.gpu_fixtures import gpu_env
 from tests.support.openai_schema import validate
 from tests.support.server import Server, run_server
 from tests.support.sse import read_sse
-from tests.support.tinymodel import build_tool_model
+from tests.support.tinymodel import (
+    DEFAULT_SENTENCE,
+    TOOL_ANSWER_SENTENCE,
+    build_tiny_model,
+    build_tool_model,
+)
 
 TOOLS: list[Any] = [
     {
@@ -34,6 +50,10 @@ TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_time"}},
 ]
 ASK: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+#: A second model in the same directory whose call holds invalid JSON.
+BROKEN_CALL = (
+    'Let me see. <tool_call>{"name": "get_weather", "arguments": {city: Paris}}</tool_call>'
+)
 
 
 @pytest.fixture(scope="module", params=["template", "fallback"])
@@ -45,9 +65,17 @@ def tool_server(
         build_tool_model(d / "tool-model.gguf")
     else:  # ChatML only: tools go into the system prompt
         build_tool_model(d / "tool-model.gguf", chat_template=None)
+    build_tiny_model(d / "broken-call.gguf", BROKEN_CALL)
+    build_tiny_model(d / "plain.gguf")  # never calls
     env = {"MODELS_DIR": str(d), "MODEL": "tool-model", "EMBEDDING_MODEL": "", "N_THREADS": "1"}
     with run_server(env, d / "server.log") as server:
         yield server
+
+
+@pytest.fixture
+def kind(request: pytest.FixtureRequest, tool_server: Server) -> str:
+    """``template`` (a tool-aware template) or ``fallback`` (the generic one)."""
+    return str(request.node.callspec.params["tool_server"])
 
 
 @pytest.fixture
@@ -93,25 +121,86 @@ def test_stream_accumulates_to_the_non_streamed_reply(client: openai.OpenAI) -> 
     ]
 
 
+def _without_ids(message: Any) -> dict[str, Any]:
+    """What the client sees of a message (the accumulator adds its own helper fields)."""
+    calls = []
+    for call in message.tool_calls or []:
+        assert call.id.startswith("call_")
+        calls.append((call.type, call.function.name, call.function.arguments))
+    return {"role": message.role, "content": message.content, "tool_calls": calls}
+
+
 def test_openai_stream_helper_accumulates(client: openai.OpenAI) -> None:
+    """openai-python's own accumulator (``.stream()``) builds the non-streamed reply."""
+    whole = client.chat.completions.create(model="tool-model", messages=ASK, tools=TOOLS)
     with client.chat.completions.stream(model="tool-model", messages=ASK, tools=TOOLS) as s:
         final = s.get_final_completion()
+    assert _without_ids(final.choices[0].message) == _without_ids(whole.choices[0].message)
+    assert final.choices[0].finish_reason == whole.choices[0].finish_reason == "tool_calls"
     (call,) = final.choices[0].message.tool_calls or []
     assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert call.function.arguments == '{"city": "Paris"}'
 
 
-def test_round_trip_with_the_tools_result(client: openai.OpenAI) -> None:
-    first = client.chat.completions.create(model="tool-model", messages=ASK, tools=TOOLS)
+def _round_trip_history(client: openai.OpenAI, **kw: Any) -> list[Any]:
+    first = client.chat.completions.create(model="tool-model", messages=ASK, tools=TOOLS, **kw)
     msg = first.choices[0].message
     call = (msg.tool_calls or [])[0]
-    history: list[Any] = [
+    return [
         *ASK,
         msg.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
     ]
+
+
+def test_round_trip_with_the_tools_result(client: openai.OpenAI, kind: str) -> None:
+    history = _round_trip_history(client)
     again = client.chat.completions.create(model="tool-model", messages=history, tools=TOOLS)
-    assert again.choices[0].finish_reason == "tool_calls"  # the scripted model always calls
+    if kind == "template":  # the scripted model answers in words after a tool result
+        assert again.choices[0].finish_reason == "stop"
+        assert again.choices[0].message.content == TOOL_ANSWER_SENTENCE
+        assert again.choices[0].message.tool_calls is None
+    else:  # the generic fallback prompt cannot carry the script's trigger: it calls again
+        assert again.choices[0].finish_reason == "tool_calls"
+
+
+def test_required_choice_returns_a_call(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="tool-model", messages=ASK, tools=TOOLS, tool_choice="required"
+    )
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert (r.choices[0].message.tool_calls or [])[0].function.name == "get_weather"
+
+
+def test_required_choice_never_fakes_a_call(client: openai.OpenAI, kind: str) -> None:
+    """The model answers in words although a call was required: that answer is returned
+    as what it is (content, finish_reason stop), not turned into a call."""
+    cases: list[tuple[str, list[Any], str]] = [("plain", ASK, DEFAULT_SENTENCE)]
+    if kind == "template":  # the tool model itself, answering a tool result in words
+        cases.append(("tool-model", _round_trip_history(client), TOOL_ANSWER_SENTENCE))
+    for model, messages, sentence in cases:
+        for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+            r = client.chat.completions.create(
+                model=model, messages=messages, tools=TOOLS, tool_choice=choice
+            )
+            assert r.choices[0].finish_reason == "stop"
+            assert r.choices[0].message.tool_calls is None
+            assert r.choices[0].message.content == sentence
+
+
+def test_invalid_json_in_a_call_is_content(client: openai.OpenAI, tool_server: Server) -> None:
+    """A call block that does not parse is returned as text, streamed or not, never a 500."""
+    r = client.chat.completions.create(model="broken-call", messages=ASK, tools=TOOLS)
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.tool_calls is None
+    assert r.choices[0].message.content == BROKEN_CALL
+    text = ""
+    for chunk in client.chat.completions.create(
+        model="broken-call", messages=ASK, tools=TOOLS, stream=True
+    ):
+        if chunk.choices:
+            assert not chunk.choices[0].delta.tool_calls
+            text += chunk.choices[0].delta.content or ""
+    assert text == BROKEN_CALL
 
 
 def test_tool_choice_none_returns_text(client: openai.OpenAI) -> None:
@@ -141,6 +230,35 @@ def test_legacy_functions(client: openai.OpenAI) -> None:
     fc = r.choices[0].message.function_call
     assert fc is not None and fc.name == "get_weather"
     assert json.loads(fc.arguments) == {"city": "Paris"}
+    assert r.choices[0].message.tool_calls is None
+
+
+def test_legacy_function_round_trip(client: openai.OpenAI, kind: str) -> None:
+    """``function_call`` in the history and a ``function`` role result: the same
+    machinery as tool calls (the template sees a call and a tool result)."""
+    functions: Any = [TOOLS[0]["function"]]
+    history: list[Any] = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        },
+        {"role": "function", "name": "get_weather", "content": '{"temp": 21}'},
+    ]
+    r = client.chat.completions.create(
+        model="tool-model", messages=history, functions=functions, function_call="auto"
+    )
+    if kind == "template":
+        assert r.choices[0].finish_reason == "stop"
+        assert r.choices[0].message.content == TOOL_ANSWER_SENTENCE
+    else:
+        assert r.choices[0].finish_reason == "function_call"
+    with client.chat.completions.stream(model="tool-model", messages=ASK, functions=functions) as s:
+        final = s.get_final_completion()
+    fc = final.choices[0].message.function_call
+    assert fc is not None and fc.name == "get_weather" and fc.arguments == '{"city": "Paris"}'
+    assert final.choices[0].finish_reason == "function_call"
 
 
 @pytest.mark.parametrize(
@@ -159,6 +277,26 @@ def test_legacy_functions(client: openai.OpenAI) -> None:
             {"messages": [*ASK, {"role": "tool", "tool_call_id": "call_x", "content": "1"}]},
             "messages[1].tool_call_id",
         ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "x", "parameters": []}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        (
+            {"functions": [TOOLS[0]["function"]], "function_call": {"name": "nope"}},
+            "function_call",
+        ),
+        (
+            {"functions": [TOOLS[0]["function"], TOOLS[0]["function"]]},
+            "functions[1].name",
+        ),
+        (
+            {"functions": [{"name": "f", "parameters": {"type": "array"}}]},
+            "functions[0].parameters",
+        ),
+        ({"messages": [*ASK, {"role": "function", "content": "1"}]}, "messages[1].name"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
         (
             {
                 "response_format": {
@@ -181,8 +319,19 @@ def test_log_has_no_traceback(tool_server: Server) -> None:
     assert "Traceback" not in tool_server.log()
 
 
-def test_responses_validate_against_openais_schemas(tool_server: Server) -> None:
-    body = {"model": "tool-model", "messages": ASK, "tools": TOOLS}
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": TOOLS},
+        {"functions": [TOOLS[0]["function"]]},
+        {"tools": TOOLS, "model": "broken-call"},
+    ],
+    ids=["tools", "functions", "invalid-call"],
+)
+def test_responses_validate_against_openais_schemas(
+    tool_server: Server, extra: dict[str, Any]
+) -> None:
+    body = {"model": "tool-model", "messages": ASK, **extra}
     r = httpx.post(tool_server.v1 + "/chat/completions", json=body, timeout=30)
     validate("CreateChatCompletionResponse", r.json())
     with httpx.stream(
@@ -208,3 +357,57 @@ def test_openai_upstream_passes_tools_through(
         with c.chat.completions.stream(model="tool-model", messages=ASK, tools=TOOLS) as s:
             final = s.get_final_completion()
         assert (final.choices[0].message.tool_calls or [])[0].function.name == "get_weather"
+
+
+# --- LangChain (langchain-openai), as an agent framework drives the server ------------------
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Weather in a city."""
+    return json.dumps({"city": city, "temp": 21})
+
+
+def _chat_model(tool_server: Server) -> Any:
+    llm = ChatOpenAI(
+        base_url=tool_server.v1, api_key=SecretStr("x"), model="tool-model", max_retries=0
+    )
+    return llm.bind_tools([get_weather])
+
+
+def test_langchain_bind_tools_round_trip(tool_server: Server, kind: str) -> None:
+    llm = _chat_model(tool_server)
+    messages: list[BaseMessage] = [HumanMessage("Weather in Paris?")]
+    ai = llm.invoke(messages)
+    assert isinstance(ai, AIMessage)
+    (call,) = ai.tool_calls
+    assert call["name"] == "get_weather" and call["args"] == {"city": "Paris"}
+    assert call["id"] is not None and call["id"].startswith("call_")
+    assert ai.response_metadata["finish_reason"] == "tool_calls"
+    result = get_weather.invoke(call["args"])
+    messages += [ai, ToolMessage(result, tool_call_id=call["id"])]
+    answer = llm.invoke(messages)
+    if kind == "template":
+        assert answer.content == TOOL_ANSWER_SENTENCE and answer.tool_calls == []
+        assert answer.response_metadata["finish_reason"] == "stop"
+    else:  # the generic fallback prompt cannot carry the script's trigger: it calls again
+        assert answer.tool_calls[0]["name"] == "get_weather"
+
+
+def test_langchain_stream_merges_to_the_same_call(tool_server: Server) -> None:
+    llm = _chat_model(tool_server)
+    ask = [HumanMessage("Weather in Paris?")]
+    whole = llm.invoke(ask)
+    chunks = list(llm.stream(ask))
+    assert len(chunks) > 2 and all(isinstance(c, AIMessageChunk) for c in chunks)
+    merged = chunks[0]
+    for c in chunks[1:]:
+        merged += c
+    assert merged.content == whole.content == "Checking."
+    (streamed,) = merged.tool_calls
+    (expected,) = whole.tool_calls
+    assert streamed["name"] == expected["name"] == "get_weather"
+    assert streamed["args"] == expected["args"] == {"city": "Paris"}
+    assert streamed["id"] is not None and streamed["id"].startswith("call_")
+    assert merged.invalid_tool_calls == []
+    assert merged.response_metadata["finish_reason"] == "tool_calls"

@@ -492,7 +492,9 @@ class FakeTgi:
         :data:`TOOL_ARGUMENTS`, in TGI 3's shape (name first, then argument fragments), or
         with ``[[tgi2]]`` in TGI 2's (``tool_calls`` an object, name null, the arguments
         ``{"function": {"_name": ..., ...}}``); ``[[no_tool]]`` answers with TGI's
-        ``no_tool`` pseudo-call carrying text."""
+        ``no_tool`` pseudo-call carrying text; ``[[tgi_object]]`` sends the whole call in
+        one chunk in the shape of TGI's ``ToolCall``/``FunctionDefinition`` (id ``"0"``,
+        ``description`` null, ``arguments`` a JSON object, not a string)."""
         choice = body.get("tool_choice")
         name = (
             choice["function"]["name"]
@@ -517,7 +519,15 @@ class FakeTgi:
             c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return self._sse({**base, "object": "chat.completion.chunk", "choices": [c]})
 
-        yield chunk(first, None)
+        if "[[tgi_object]]" in prompt:
+            function = {"description": None, "name": name, "arguments": args}
+            call = {"index": 0, "id": "0", "type": "function", "function": function}
+            delta = {"role": "assistant", "tool_calls": [call]}
+            c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": "eos_token"}
+            yield self._sse({**base, "object": "chat.completion.chunk", "choices": [c]})
+            pieces = []
+        else:
+            yield chunk(first, None)
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             yield chunk({"name": None, "arguments": piece}, "eos_token" if last else None)

@@ -119,6 +119,20 @@ def sentence_pieces(sentence: str) -> list[str]:
     return pieces
 
 
+def _reply_pieces(reply: tuple[str, str] | None, pieces: list[str]) -> list[str]:
+    """The pieces of the second answer (after ``reply``'s trigger token), checked against
+    the first answer's: no duplicate token texts, none a prompt could produce."""
+    if reply is None:
+        return []
+    trigger, sentence = reply
+    extra = sentence_pieces(sentence)
+    vocab = {*pieces, *extra, SPACE}
+    clash = [p for p in extra if p in pieces or p == trigger or _reachable(p, vocab)]
+    if not extra or clash or trigger in pieces or trigger in _fixed_tokens():
+        raise ValueError(f"cannot script {sentence!r} after {trigger!r} (clash: {clash})")
+    return extra
+
+
 def _write_gguf(
     path: Path,
     *,
@@ -126,9 +140,11 @@ def _write_gguf(
     sentence: str,
     chat_template: str | None,
     name: str,
+    reply: tuple[str, str] | None = None,
 ) -> Path:
     pieces = sentence_pieces(sentence)
     n_out = len(pieces)
+    extra = _reply_pieces(reply, pieces)
 
     tokens = _fixed_tokens()
     types: list[int] = [
@@ -142,15 +158,20 @@ def _write_gguf(
     first_out = len(tokens)
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * n_out
+    if reply is not None:  # the trigger (a control token), then the second answer's pieces
+        tokens += [reply[0], *extra]
+        types += [gguf.TokenType.CONTROL, *[gguf.TokenType.NORMAL] * len(extra)]
     scores = [0.0] * len(tokens)
     n_vocab = len(tokens)
     eos_id = tokens.index(EOS)
 
-    # Feature 0 marks "any non-output token"; feature i marks output piece o_i.
-    n_embd = max(32, -(-(n_out + 1) // 32) * 32)
+    # Feature 0 marks "any other token"; feature i marks output piece o_i; with a reply,
+    # feature n_out + 1 marks the trigger and the next ones the reply's pieces.
+    n_feat = n_out + 1 + (len(extra) + 1 if reply is not None else 0)
+    n_embd = max(32, -(-n_feat // 32) * 32)
     embd = np.zeros((n_vocab, n_embd), dtype=np.float32)
     embd[:, 0] = 1.0
-    for i in range(n_out):
+    for i in range(n_out + (len(extra) + 1 if reply is not None else 0)):
         embd[first_out + i, 0] = 0.0
         embd[first_out + i, i + 1] = 1.0
     # RMS norm turns a one-hot row into sqrt(n_embd) at its position.
@@ -159,6 +180,11 @@ def _write_gguf(
     for i in range(n_out):
         out[first_out + i, i] = gain  # previous feature i (0 = anything else) -> o_{i+1}
     out[eos_id, n_out] = gain  # last piece (or anything, for an empty sentence) -> EOS
+    if reply is not None:
+        first_extra = first_out + n_out + 1
+        for j in range(len(extra)):  # trigger -> q_1, q_j -> q_{j+1}
+            out[first_extra + j, n_out + 1 + j] = gain
+        out[eos_id, n_out + 1 + len(extra)] = gain  # last reply piece -> EOS
 
     writer = gguf.GGUFWriter(path, arch=arch)
     writer.add_name(name)
@@ -273,13 +299,28 @@ TOOL_CHAT_TEMPLATE = (
     "{% else %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% if messages[-1]['role'] == 'tool' %}<|after_tool|>{% endif %}{% endif %}"
 )
 TOOL_CALL_SENTENCE = (
     'Checking. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
 )
+#: The control token :data:`TOOL_CHAT_TEMPLATE` ends its prompt with after a tool result.
+AFTER_TOOL = "<|after_tool|>"
+#: What the tool model answers after a tool result (with :data:`TOOL_CHAT_TEMPLATE`).
+TOOL_ANSWER_SENTENCE = "The weather in Paris is sunny, 21 degrees."
 
 
 def build_tool_model(path: Path, chat_template: str | None = TOOL_CHAT_TEMPLATE) -> Path:
-    """A tiny model whose answer is a text lead-in and one Hermes-format tool call."""
-    return build_tiny_model(path, TOOL_CALL_SENTENCE, chat_template)
+    """A tiny model whose answer is a text lead-in and one Hermes-format tool call, and,
+    when the prompt ends with :data:`AFTER_TOOL` (the tool template's generation prompt
+    after a tool result), the plain sentence :data:`TOOL_ANSWER_SENTENCE`: a whole
+    agent round trip (call, result, answer)."""
+    return _write_gguf(
+        Path(path),
+        arch="llama",
+        sentence=TOOL_CALL_SENTENCE,
+        chat_template=chat_template,
+        name=TINY_MODEL_NAME,
+        reply=(AFTER_TOOL, TOOL_ANSWER_SENTENCE),
+    )

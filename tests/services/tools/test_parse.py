@@ -4,6 +4,7 @@ split point equal to the whole-text parse."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -68,12 +69,57 @@ CASES: list[tuple[str, str | None, list[ParsedCall]]] = [
     ),
     ("", None, []),
     ("  \n", "  \n", []),
+    # malformed or cut short (max_tokens), per family: content, markup included, never a call
+    ('{"name": "get_weather", "parameters": {"city": "Par', None, []),  # Llama, cut
+    ('{"name": "get_weather", "parameters": {"city": "Paris"}} and text', None, []),
+    ('Text then {"name": "get_weather", "parameters": {}}', None, []),  # not the whole reply
+    ('<|python_tag|>{"name": "get_weather", "parameters": {"city"', None, []),
+    ('<|python_tag|>{"parameters": {}}', None, []),
+    (f"[TOOL_CALLS][{W[:-3]}", None, []),  # Mistral v3, cut
+    (f"[TOOL_CALLS][{W}] trailing", None, []),
+    ('[TOOL_CALLS]get_weather[ARGS]{"city": ', None, []),  # Mistral v11, cut
+    ("[TOOL_CALLS]get_weather", None, []),
+    ('<tool_call>{"name": 5}</tool_call>', None, []),  # Hermes: name not a string
+    ('<tool_call>{"name": "get_weather", "arguments": "{bad"}</tool_call>', None, []),
+    # several calls, per family
+    (
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_time[ARGS]{}',
+        None,
+        [CALL, ParsedCall("get_time", "{}")],
+    ),
+    (
+        f'<tool_call>[{W}, {{"name": "get_time"}}]</tool_call>',
+        None,
+        [CALL, ParsedCall("get_time", "{}")],
+    ),
+    (
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}; {"name": "get_time", '
+        '"parameters": {}}',
+        None,
+        [CALL, ParsedCall("get_time", "{}")],
+    ),
+    # a complete call, then a second one cut short: the first is a call, the rest content
+    (f"<tool_call>{W}</tool_call><tool_call>{W[:20]}", f"<tool_call>{W[:20]}", [CALL]),
+    # OpenAI's own shape inside a block
+    (
+        '<tool_call>{"function": {"name": "get_weather", "arguments": "{\\"city\\": '
+        '\\"Paris\\"}"}}</tool_call>',
+        None,
+        [CALL],
+    ),
 ]
+
+
+def _expected(text: str, content: str | None, calls: list[ParsedCall]) -> tuple[Any, Any]:
+    """``None`` content with no calls means: the whole text comes back as content."""
+    if content is None and not calls and text:
+        return text, calls
+    return content, calls
 
 
 @pytest.mark.parametrize(("text", "content", "calls"), CASES)
 def test_parse_whole_reply(text: str, content: str | None, calls: list[ParsedCall]) -> None:
-    assert parse_tool_calls(text) == (content, calls)
+    assert parse_tool_calls(text) == _expected(text, content, calls)
 
 
 def _stream(text: str, cuts: list[int], **kw: object) -> tuple[str | None, list[ParsedCall]]:
@@ -99,9 +145,10 @@ def _stream(text: str, cuts: list[int], **kw: object) -> tuple[str | None, list[
 def test_streaming_at_every_split_equals_whole(
     text: str, content: str | None, calls: list[ParsedCall]
 ) -> None:
+    expected = _expected(text, content, calls)
     for i in range(len(text) + 1):
-        assert _stream(text, [i]) == (content, calls), i
-    assert _stream(text, list(range(len(text)))) == (content, calls)  # one char at a time
+        assert _stream(text, [i]) == expected, i
+    assert _stream(text, list(range(len(text)))) == expected  # one char at a time
 
 
 def test_no_markup_leaks_and_text_streams_early() -> None:
