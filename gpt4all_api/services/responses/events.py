@@ -166,9 +166,14 @@ class ResponseEvents:
         *,
         code: ResponseErrorCode = "server_error",
         param: str | None = None,
+        replace_finish: bool = False,
     ) -> list[Event]:
-        """An error after the stream started: an ``error`` event, then ``response.failed``."""
-        if self._finished:
+        """An error after the stream started: an ``error`` event, then ``response.failed``.
+
+        ``replace_finish``: ``finish`` ran but its events were not sent (the finished
+        response could not be stored); fail the response instead.
+        """
+        if self._finished and not replace_finish:
             return []
         self._started = True
         self._finished = True
