@@ -61,3 +61,22 @@ def test_tool_call_is_a_function_call_item(tgi_client: openai.OpenAI) -> None:
         final = stream.get_final_response()
     (streamed,) = [item for item in final.output if item.type == "function_call"]
     assert json.loads(streamed.arguments) == TOOL_ARGUMENTS
+
+
+def test_error_after_the_start_is_an_error_event_then_failed(tgi_server: Server) -> None:
+    body = {"model": MODEL_ID, "input": "Say hi [[error:2]]", "stream": True}
+    with httpx.stream("POST", tgi_server.v1 + "/responses", json=body, timeout=30) as s:
+        assert s.status_code == 200
+        events = read_response_events(s)
+    for event in events:
+        validate_event(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-2:] == ["error", "response.failed"]
+    failed = events[-1]["response"]
+    validate_response(failed)
+    assert failed["status"] == "failed" and failed["error"]["message"]
+    # A failed response is not stored.
+    assert httpx.get(f"{tgi_server.v1}/responses/{failed['id']}").status_code == 404
