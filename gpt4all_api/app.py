@@ -24,7 +24,7 @@ from gpt4all_api.middleware.access import AccessLogMiddleware
 from gpt4all_api.middleware.auth import APIKeyMiddleware
 from gpt4all_api.middleware.body_limit import BodyLimitMiddleware
 from gpt4all_api.openapi import install_openapi
-from gpt4all_api.routers import chat, completions, embeddings, health, models
+from gpt4all_api.routers import chat, completions, embeddings, health, models, responses
 from gpt4all_api.settings import Settings
 from gpt4all_api.wiring import AppServices, build_services
 
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     services = build_services(settings)
     app.state.services = services  # the routers' dependencies (routers/deps.py) read it
     install_error_handlers(app)
-    for module in (models, completions, chat, embeddings, health):
+    for module in (models, completions, chat, responses, embeddings, health):
         app.include_router(module.router)
     _mount_offline_docs(app)
     _install_middleware(app, services)

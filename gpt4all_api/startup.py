@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gpt4all_api.errors import APIError, ModelNotFound
 from gpt4all_api.model_store.directory import (
     InvalidModelId,
@@ -19,6 +21,7 @@ from gpt4all_api.model_store.directory import (
     validate_model_id,
 )
 from gpt4all_api.registry import ModelRegistry
+from gpt4all_api.response_store import ResponseStore
 from gpt4all_api.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,16 @@ def preflight(settings: Settings) -> str | None:
             resolve_model_path(settings)
         except FileNotFoundError as exc:
             return str(exc)
+    return response_store_problem(settings)
+
+
+def response_store_problem(settings: Settings) -> str | None:
+    """The response store's database (DATABASE_URL, or SQLite under DATA_DIR) must open."""
+    store = ResponseStore.from_settings(settings)
+    try:
+        store.probe()
+    except (SQLAlchemyError, OSError) as exc:
+        return store.problem(exc)
     return None
 
 

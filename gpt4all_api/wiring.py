@@ -13,11 +13,13 @@ from gpt4all_api.engines.factory import EngineFactory
 from gpt4all_api.metrics import Metrics
 from gpt4all_api.model_store.downloads import ModelDownloads
 from gpt4all_api.registry import ModelRegistry
+from gpt4all_api.response_store import ResponseStore
 from gpt4all_api.services.admission import Admission
 from gpt4all_api.services.embeddings import EmbeddingService
 from gpt4all_api.services.generation.service import GenerationService
 from gpt4all_api.services.health import HealthService
 from gpt4all_api.services.model_listing import ModelListing
+from gpt4all_api.services.responses.service import ResponsesService
 from gpt4all_api.settings import Settings
 from gpt4all_api.shutdown import ShutdownCoordinator
 from gpt4all_api.startup import load_configured_models, model_directory
@@ -37,10 +39,13 @@ class AppServices:
     embeddings: EmbeddingService
     listing: ModelListing
     health: HealthService
+    responses: ResponsesService
 
     async def start(self) -> None:
-        """GPU mode: start the upstream engine and pin it. Then load the configured models
+        """Open the response store (an unreachable database stops start-up with one line).
+        GPU mode: start the upstream engine and pin it. Then load the configured models
         (MODEL in CPU mode must load; EMBEDDING_MODEL failing is logged)."""
+        await self.responses.start()
         if self.settings.inference_mode == "gpu":
             engine = self.engines.remote()
             await engine.start()
@@ -53,6 +58,7 @@ class AppServices:
         await self.shutdown.wait_streams(5.0)
         await self.registry.close()
         logger.info("models freed")
+        await self.responses.close()
 
 
 def build_services(settings: Settings) -> AppServices:
@@ -86,4 +92,7 @@ def build_services(settings: Settings) -> AppServices:
         embeddings=EmbeddingService(registry, admission, shutdown, settings),
         listing=ModelListing(registry, settings),
         health=HealthService(registry, shutdown, settings.inference_mode),
+        responses=ResponsesService(
+            registry, admission, shutdown, settings, ResponseStore.from_settings(settings)
+        ),
     )

@@ -48,6 +48,7 @@ def make_manager(models_dir: Path, **overrides: Any) -> AppServices:
         "n_threads": 1,
         "n_ctx": 256,
         "model_wait_timeout": 5.0,
+        "data_dir": models_dir / "data",  # the response store, beside the test's models
         **overrides,
     }
     return build_services(Settings(_env_file=None, **values))  # type: ignore[call-arg]

@@ -144,6 +144,8 @@ class Done:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    #: Prompt tokens the backend did not evaluate again (reused from its KV cache).
+    cached_tokens: int = 0
 
 
 Event = Token | ToolCall | Done

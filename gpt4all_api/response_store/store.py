@@ -196,6 +196,23 @@ class ResponseStore:
         if engine is not None:
             engine.dispose()
 
+    def probe(self) -> None:
+        """Blocking: open the database and create the table, then let go. The start-up
+        check (``startup.preflight``) runs it before the server binds."""
+        self._engine = self._create_engine()
+        try:
+            self._create_schema()
+        finally:
+            engine, self._engine = self._engine, None
+            engine.dispose()
+
+    def problem(self, exc: BaseException) -> str:
+        """One line for a database that cannot be opened: which one (password hidden), why."""
+        inner = getattr(exc, "orig", None) or exc
+        lines = str(inner).strip().splitlines()
+        why = lines[0] if lines else type(inner).__name__
+        return f"the response store {self.describe()} cannot be opened: {why}"
+
     def _create_engine(self) -> Engine:
         if self.dialect == "sqlite":
             database = self._url.database
@@ -209,7 +226,15 @@ class ResponseStore:
             )
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        return create_engine(self._url, pool_size=self._workers, max_overflow=0, pool_pre_ping=True)
+        # A database that does not answer fails start-up instead of hanging it.
+        connect = {} if "connect_timeout" in self._url.query else {"connect_timeout": 10}
+        return create_engine(
+            self._url,
+            connect_args=connect,
+            pool_size=self._workers,
+            max_overflow=0,
+            pool_pre_ping=True,
+        )
 
     def _create_schema(self) -> None:
         engine = self._require_engine()

@@ -333,6 +333,21 @@ def test_dockerfile_layout() -> None:
     assert json.loads(health[0].split(" CMD ", 1)[1]) == ["python", "-m", "gpt4all_api.healthcheck"]
 
 
+def test_stored_responses_live_in_a_named_volume() -> None:
+    """DATA_DIR=/data in the image, owned by the app user; compose mounts a named volume
+    there, so stored responses survive `docker compose down/up` (static: no Compose)."""
+    final = dockerfile_instructions(DOCKERFILE)
+    env = next(line for line in final if line.startswith("ENV ") and "MODELS_DIR" in line)
+    assert "DATA_DIR=/data" in env.split()
+    assert any("mkdir -p /models /data" in line and "chown app:app /models /data" in line
+               for line in final)  # fmt: skip
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    api = compose["services"]["gpt4all_api"]
+    assert api["environment"]["DATA_DIR"] == "/data"
+    assert "gpt4all_api_data:/data" in api["volumes"]
+    assert "gpt4all_api_data" in compose["volumes"]
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") :][:3] == ["*", "!requirements.txt", "!gpt4all_api/"]

@@ -33,3 +33,22 @@ def post_stream(base_url: str, path: str, body: dict[str, Any]) -> tuple[list[di
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         return read_sse(r)
+
+
+def read_response_events(response: httpx.Response) -> list[dict[str, Any]]:
+    """A Responses API stream: every frame exactly ``event: <type>`` then ``data: <json>``
+    with the same type, no ``[DONE]``; returns the payloads."""
+    events: list[dict[str, Any]] = []
+    buffer = ""
+    for text in response.iter_text():
+        buffer += text
+        while "\n\n" in buffer:
+            frame, buffer = buffer.split("\n\n", 1)
+            lines = frame.split("\n")
+            assert len(lines) == 2, frame
+            assert lines[0].startswith("event: ") and lines[1].startswith("data: "), frame
+            payload = json.loads(lines[1][len("data: ") :])
+            assert payload["type"] == lines[0][len("event: ") :], frame
+            events.append(payload)
+    assert buffer == "", f"unterminated frame {buffer!r}"
+    return events

@@ -29,6 +29,7 @@ class ChoiceOutcome:
     prompt_tokens: int
     completion_tokens: int
     tool_calls: int = 0
+    cached_tokens: int = 0  #: prompt tokens reused from the engine's cache
 
 
 async def run_choice(
@@ -101,10 +102,18 @@ async def run_choice(
         # usage counts the tokens up to the one completing the stop string, so it does not
         # depend on how far the backend ran before it saw the stop signal
         return ChoiceOutcome(
-            "stop", done.prompt_tokens, min(consumed, done.completion_tokens), calls.calls
+            "stop",
+            done.prompt_tokens,
+            min(consumed, done.completion_tokens),
+            calls.calls,
+            done.cached_tokens,
         )
     return ChoiceOutcome(
-        done.finish_reason, done.prompt_tokens, done.completion_tokens, calls.calls
+        done.finish_reason,
+        done.prompt_tokens,
+        done.completion_tokens,
+        calls.calls,
+        done.cached_tokens,
     )
 
 

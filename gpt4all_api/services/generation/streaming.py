@@ -128,7 +128,7 @@ async def open_stream(
     async def cleanup() -> None:
         nonlocal closing
         closing = True
-        _abandon(producer)
+        abandon(producer)
 
     try:
         first = await queue.get()
@@ -162,7 +162,7 @@ def _error_event(exc: BaseException) -> bytes:
     return sse_event(error_body("The server had an error while generating.", "server_error"))
 
 
-def _abandon(task: asyncio.Future[Any]) -> None:
+def abandon(task: asyncio.Future[Any]) -> None:
     """Cancel the producer without waiting for it.
 
     This runs in the response's ``finally``, often inside Starlette's already-cancelled

@@ -54,6 +54,8 @@ class ResponseEvents:
         self._open: OutputItem | None = None
         self._started = False
         self._finished = False
+        #: state before ``finish`` (sequence number, items, open item), for ``replace_finish``
+        self._unsent: tuple[int, list[OutputItem], OutputItem | None] | None = None
 
     @property
     def response(self) -> Response:
@@ -142,6 +144,7 @@ class ResponseEvents:
         response does.
         """
         self._check_running()
+        self._unsent = (self._seq, list(self._items), self._open)
         incomplete = finish_reason == "length"
         events: list[Event] = []
         if not self._items:
@@ -166,10 +169,19 @@ class ResponseEvents:
         *,
         code: ResponseErrorCode = "server_error",
         param: str | None = None,
+        replace_finish: bool = False,
     ) -> list[Event]:
-        """An error after the stream started: an ``error`` event, then ``response.failed``."""
-        if self._finished:
+        """An error after the stream started: an ``error`` event, then ``response.failed``.
+
+        ``replace_finish``: ``finish`` ran but its events were not sent (the finished
+        response could not be stored); fail the response instead.
+        """
+        if self._finished and not replace_finish:
             return []
+        if replace_finish and self._unsent is not None:
+            # as if finish() had not run: its events were never sent
+            self._seq, self._items, self._open = self._unsent
+            self._unsent = None
         self._started = True
         self._finished = True
         error = self._event("error", code=code, message=message, param=param)

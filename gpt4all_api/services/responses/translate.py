@@ -16,7 +16,11 @@ from typing import Any
 
 from gpt4all_api.engines.base import ChatTurn
 from gpt4all_api.errors import InvalidRequest
-from gpt4all_api.protocol.chat import ChatMessage, CreateChatCompletionRequest
+from gpt4all_api.protocol.chat import (
+    ChatCompletionMessageToolCall,
+    ChatMessage,
+    CreateChatCompletionRequest,
+)
 from gpt4all_api.protocol.responses import (
     CreateResponseRequest,
     FormatJsonObject,
@@ -148,11 +152,13 @@ def chat_messages(
         if kind == "message":
             messages.append(ChatMessage(role=item["role"], content=_content_text(item)))
         elif kind == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
+            call = ChatCompletionMessageToolCall.model_validate(
+                {
+                    "id": item["call_id"],
+                    "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]},
+                }
+            )
             calls.add(item["call_id"])
             last = messages[-1] if messages else None
             if last is not None and last.role == "assistant":
