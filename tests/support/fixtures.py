@@ -18,6 +18,16 @@ SMOL = DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf")
 TINY = TINY_MODEL_NAME
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_dir_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Apps built in-process and servers started by the tests store responses in a
+    temporary DATA_DIR (tests that need their own pass DATA_DIR explicitly), never in the
+    repository's ``data/``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_DIR", str(tmp_path_factory.mktemp("data")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def default_models_dir() -> Path:
     """The repository's models/ directory with both default models fetched (idempotent)."""
