@@ -69,6 +69,9 @@ class Done:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    #: Prompt tokens not evaluated again because the model's context already held them
+    #: (OpenAI's ``usage.prompt_tokens_details.cached_tokens``; part of ``prompt_tokens``).
+    cached_tokens: int = 0
 
 
 Event = Token | Done

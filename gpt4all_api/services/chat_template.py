@@ -8,6 +8,7 @@ Models without a template use ChatML, the most common format for small instruct 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,11 @@ CHATML_TEMPLATE = (
 #: End-of-turn markers of common templates; the ones a template uses become implicit
 #: stop strings, so generation ends at end of turn even where it is not the EOS token.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+#: Stand-ins for message contents while rendering segments (private-use code points that
+#: no real content needs; a content holding them just falls back to one markup segment).
+_SENTINEL = re.compile("\ue000([0-9]+)\ue001")
 
 
 def _raise_exception(message: str) -> None:
@@ -68,9 +74,46 @@ class ChatTemplate:
         return tuple(markers)
 
     def render(self, messages: Sequence[ChatTurn]) -> str:
+        return self._render(messages, [m.content for m in messages])
+
+    def render_segments(self, messages: Sequence[ChatTurn]) -> list[tuple[str, bool]]:
+        """The prompt as ``(text, is_markup)`` pieces: the template's own text (special
+        tokens parsed) apart from message contents (plain text, so a content cannot forge
+        the template's control tokens). Their concatenation equals ``render``.
+
+        Contents are rendered as sentinels and put back; a template that transforms or
+        inspects contents (trim, slicing) gives another text, and then the whole prompt is
+        one markup piece, as before.
+        """
+        text = self.render(messages)
+        contents = [m.content for m in messages]
+        if any("\ue000" in c or "\ue001" in c for c in contents):
+            return [(text, True)]
+        try:
+            skeleton = self._render(messages, [f"\ue000{i}\ue001" for i in range(len(messages))])
+        except InvalidRequest:
+            return [(text, True)]
+        segments: list[tuple[str, bool]] = []
+        seen: set[int] = set()
+        pos = 0
+        for match in _SENTINEL.finditer(skeleton):
+            index = int(match.group(1))
+            if index in seen or index >= len(contents):
+                return [(text, True)]
+            seen.add(index)
+            segments.append((skeleton[pos : match.start()], True))
+            segments.append((contents[index], False))
+            pos = match.end()
+        segments.append((skeleton[pos:], True))
+        segments = [s for s in segments if s[0]]
+        if "".join(s for s, _ in segments) != text:
+            return [(text, True)]
+        return segments
+
+    def _render(self, messages: Sequence[ChatTurn], contents: Sequence[str]) -> str:
         payload: list[dict[str, Any]] = []
-        for m in messages:
-            d: dict[str, Any] = {"role": m.role, "content": m.content}
+        for m, content in zip(messages, contents, strict=True):
+            d: dict[str, Any] = {"role": m.role, "content": content}
             if m.name:
                 d["name"] = m.name
             payload.append(d)

@@ -228,6 +228,7 @@ class ChoiceOutcome:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens the engine reused (usage.prompt_tokens_details)
 
 
 async def run_choice(
@@ -279,8 +280,12 @@ async def run_choice(
     if matcher.stopped:
         # usage counts the tokens up to the one completing the stop string, so it does not
         # depend on how far the backend ran before it saw the stop signal
-        return ChoiceOutcome("stop", done.prompt_tokens, min(consumed, done.completion_tokens))
-    return ChoiceOutcome(done.finish_reason, done.prompt_tokens, done.completion_tokens)
+        return ChoiceOutcome(
+            "stop", done.prompt_tokens, min(consumed, done.completion_tokens), done.cached_tokens
+        )
+    return ChoiceOutcome(
+        done.finish_reason, done.prompt_tokens, done.completion_tokens, done.cached_tokens
+    )
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:
@@ -288,12 +293,17 @@ async def _maybe_await(value: Awaitable[None] | None) -> None:
         await value
 
 
-def _usage(prompt_tokens: dict[int, int], completion_tokens: int) -> dict[str, int]:
+def _usage(
+    prompt_tokens: dict[int, int], completion_tokens: int, cached_tokens: dict[int, int]
+) -> dict[str, Any]:
     p = sum(prompt_tokens.values())
     return {
         "prompt_tokens": p,
         "completion_tokens": completion_tokens,
         "total_tokens": p + completion_tokens,
+        # prompt tokens the engine did not evaluate again (counted in prompt_tokens too);
+        # per prompt, those of its first choice, the one that paid for the prompt
+        "prompt_tokens_details": {"cached_tokens": sum(cached_tokens.values())},
     }
 
 
@@ -307,11 +317,13 @@ def _new_id(kind: Kind) -> str:
 async def _collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan]) -> dict:
     choices: list[dict[str, Any]] = []
     prompt_tokens: dict[int, int] = {}
+    cached_tokens: dict[int, int] = {}
     completion_tokens = 0
     for plan in plans:
         pieces: list[str] = [plan.echo] if plan.echo else []
         outcome = await run_choice(engine, plan.request, pieces.append)
         prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
+        cached_tokens.setdefault(plan.prompt_key, outcome.cached_tokens)
         completion_tokens += outcome.completion_tokens
         text = "".join(pieces)
         if kind == "completion":
@@ -332,7 +344,7 @@ async def _collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePla
                     "finish_reason": outcome.finish_reason,
                 }
             )
-    usage = _usage(prompt_tokens, completion_tokens)
+    usage = _usage(prompt_tokens, completion_tokens, cached_tokens)
     request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
     return {
         "id": _new_id(kind),
@@ -387,7 +399,7 @@ class _Chunks:
         }
         return sse_event({**self.base, "choices": [choice]})
 
-    def usage(self, usage: dict[str, int]) -> bytes:
+    def usage(self, usage: dict[str, Any]) -> bytes:
         return sse_event({**self.base, "choices": [], "usage": usage})
 
 
@@ -437,6 +449,7 @@ async def _stream_response(
 
     async def produce() -> None:
         prompt_tokens: dict[int, int] = {}
+        cached_tokens: dict[int, int] = {}
         completion_tokens = 0
         try:
             for plan in plans:
@@ -452,9 +465,10 @@ async def _stream_response(
 
                 outcome = await run_choice(engine, plan.request, send, start)
                 prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
+                cached_tokens.setdefault(plan.prompt_key, outcome.cached_tokens)
                 completion_tokens += outcome.completion_tokens
                 await queue.put(chunks.text(plan.index, "", outcome.finish_reason))
-            usage = _usage(prompt_tokens, completion_tokens)
+            usage = _usage(prompt_tokens, completion_tokens, cached_tokens)
             request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
             if include_usage:
                 await queue.put(chunks.usage(usage))
