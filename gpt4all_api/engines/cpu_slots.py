@@ -66,6 +66,7 @@ class Slot:
         self.last_used = 0.0
         self.wanted_threads = 1  # written on the loop, read by the worker between evaluations
         self.threads = 0  # last count set on the context (worker thread only)
+        self.scratch: Any = None  # its StateScratch, made on first save (worker thread)
 
     def apply_threads(self) -> None:
         """Worker thread: take the thread share the pool gave this slot (the backend reads

@@ -44,6 +44,14 @@ from gpt4all_api.engines.prompt_cache import (
     prompt_key,
     segment_starts,
 )
+from gpt4all_api.engines.state_cache import (
+    MIN_SAVE_TOKENS,
+    StateScratch,
+    StateStore,
+    restore,
+    save,
+    token_capacity,
+)
 from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
 from gpt4all_api.model_store.files import GGUFSummary, probe_gguf
@@ -113,6 +121,11 @@ class Gpt4AllEngine(LocalEngine):
         self.metadata: GGUFSummary | None = None
         self.template: ChatTemplate | None = None
         self.stats = CacheStats()
+        self.store = (
+            StateStore(serving.state_cache_mb * 1024 * 1024)
+            if serving.prompt_cache and serving.state_cache_mb > 0
+            else None
+        )
         self._slots: list[Slot] = []
         self._pool: SlotPool | None = None
 
@@ -190,6 +203,9 @@ class Gpt4AllEngine(LocalEngine):
 
             def unload(_: Job, model: Any = model, slot: Slot = slot) -> None:
                 slot.cache.clear()
+                if slot.scratch is not None:
+                    slot.scratch.close()
+                    slot.scratch = None
                 if model is not None:
                     model.close()
 
@@ -212,6 +228,7 @@ class Gpt4AllEngine(LocalEngine):
             "threads": pool.total_threads if pool else 0,
             "prompt_cache": self.serving.prompt_cache,
             "cache": self.stats.as_dict(),
+            "saved_contexts": self.store.as_dict() if self.store else None,
         }
 
     async def health(self) -> dict[str, Any]:
@@ -403,6 +420,9 @@ class Gpt4AllEngine(LocalEngine):
             if caching
             else Boundary(0, 0, True)
         )
+        if self.store is not None and caching:
+            start = self._swap_state(slot, key, starts, start)
+            cache = slot.cache
         cache.cut(start)
         lm.context.n_past = start.n_past
         try:
@@ -427,6 +447,30 @@ class Gpt4AllEngine(LocalEngine):
             cache.clear()  # the context shifted: token positions no longer match
         if not job.cancelled.is_set():
             emit(Done(finish, prompt_tokens, generated, cached_tokens=start.n_past))
+
+    def _swap_state(self, slot: Slot, key: bytes, starts: set[int], live: Boundary) -> Boundary:
+        """Keep the slot's conversation before a request overwrites most of it, and bring
+        back a saved one that this request continues further than the slot does."""
+        assert self.store is not None
+        lm = slot.model.model
+        cache = slot.cache
+        exact = self.serving.prompt_cache_exact
+        found = self.store.take(key, starts, exact, live.n_past + 32, token_capacity(lm))
+        lost = cache.n_past - live.n_past
+        if (lost >= MIN_SAVE_TOKENS and lost > live.n_past) or found is not None:
+            if slot.scratch is None:
+                slot.scratch = StateScratch(lm.model)
+            saved = save(lm, slot.scratch, cache)
+            if saved is not None:
+                self.store.put(saved)
+        if found is None:
+            return live
+        entry, boundary = found
+        if not restore(lm, entry, boundary):
+            self.store.put(entry)
+            return live
+        slot.cache = entry.cache
+        return boundary
 
     def _evaluate(self, slot: Slot, job: Job, data: bytes, special: bool) -> bool:
         """Evaluate one prompt segment at ``n_past``; False when cancelled."""

@@ -96,13 +96,18 @@ class ContextCache:
         self.n_pasts.clear()
         self.exact.clear()
 
-    def match(self, key: bytes, starts: set[int], exact_only: bool) -> Boundary:
+    def match(
+        self, key: bytes, starts: set[int], exact_only: bool, max_n_past: int | None = None
+    ) -> Boundary:
         """The longest boundary the new prompt ``key`` can continue from, leaving at least
-        one byte to evaluate (sampling needs fresh logits). Boundary 0 when none."""
+        one byte to evaluate (sampling needs fresh logits), and holding at most
+        ``max_n_past`` tokens. Boundary 0 when none."""
         limit = min(common_prefix(self.key, key), len(key) - 1)
         i = bisect.bisect_right(self.offsets, limit) - 1
         while i >= 0:
-            if not exact_only or (self.exact[i] and self.offsets[i] in starts):
+            if max_n_past is not None and self.n_pasts[i] > max_n_past:
+                pass
+            elif not exact_only or (self.exact[i] and self.offsets[i] in starts):
                 return Boundary(self.offsets[i], self.n_pasts[i], self.exact[i])
             i -= 1
         return Boundary(0, 0, True)
@@ -119,6 +124,11 @@ class ContextCache:
         self.offsets.append(len(self.key))
         self.n_pasts.append(n_past)
         self.exact.append(exact)
+
+    def copy(self) -> ContextCache:
+        return ContextCache(
+            bytearray(self.key), list(self.offsets), list(self.n_pasts), list(self.exact)
+        )
 
     def extend(self, data: bytes) -> None:
         """Key bytes without a boundary after them (a generated token with no known end)."""

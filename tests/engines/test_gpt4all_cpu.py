@@ -52,7 +52,7 @@ def _engine(
         n_ctx=n_ctx,
         n_batch=128,
         n_threads=1,
-        serving=CpuServing(**{"parallel": 1, **serving}),
+        serving=CpuServing(**{"parallel": 1, "state_cache_mb": 0, **serving}),
     )
     loop.run_until_complete(eng.start())
     return eng
@@ -128,6 +128,14 @@ def chat(*turns: ChatTurn, params: SamplingParams = GREEDY) -> GenerationRequest
     return GenerationRequest(params=params, messages=turns)
 
 
+def forget(eng: Gpt4AllEngine) -> None:
+    """Drop every cached and saved context."""
+    for slot in eng._slots:
+        slot.cache.clear()
+    if eng.store is not None:
+        eng.store.clear()
+
+
 def check_against_fresh(
     loop: asyncio.AbstractEventLoop, eng: Gpt4AllEngine, request: GenerationRequest
 ) -> Done:
@@ -135,8 +143,7 @@ def check_against_fresh(
     text, done = run(loop, eng, request)
     assert done is not None
     reused = context(eng, done.prompt_tokens)
-    for slot in eng._slots:
-        slot.cache.clear()
+    forget(eng)
     fresh_text, fresh = run(loop, eng, request)
     assert fresh is not None and fresh.cached_tokens == 0
     assert fresh.prompt_tokens == done.prompt_tokens
@@ -315,8 +322,7 @@ def test_client_gone_mid_prompt(
             job.cancel()  # what the stream's clean-up does when the client goes away
         return real(self, slot, job, data, sp)
 
-    for slot in tiny._slots:
-        slot.cache.clear()
+    forget(tiny)
     turns = (SYSTEM, ChatTurn("user", "Cancelled in the prompt"))
     monkeypatch.setattr(Gpt4AllEngine, "_evaluate", cancel_after_two)
     text, done = run(loop, tiny, chat(*turns))
@@ -364,5 +370,95 @@ def test_smol_context_shift_clears_the_cache(
         if done.prompt_tokens + done.completion_tokens > 128:
             assert eng._slots[0].cache.n_past == 0  # shifted: nothing reusable
         check_against_fresh(loop, eng, chat(*turns))
+    finally:
+        loop.run_until_complete(eng.close())
+
+
+# --- slots and saved contexts -------------------------------------------------------------
+
+
+def test_saved_contexts_come_back(loop: asyncio.AbstractEventLoop, tiny_path: Path) -> None:
+    """One slot, two conversations taking turns: each turn restores its own context."""
+    eng = _engine(loop, tiny_path, 512, state_cache_mb=16)
+    try:
+        a = (ChatTurn("system", "Conversation A. " * 8), ChatTurn("user", "Hi A"))
+        b = (ChatTurn("system", "Conversation B. " * 8), ChatTurn("user", "Hi B"))
+        text_a, done_a = run(loop, eng, chat(*a))
+        _, done_b = run(loop, eng, chat(*b))
+        assert done_a is not None and done_b is not None
+        assert done_b.cached_tokens < 20  # only "<|im_start|>system\\n" is shared
+        assert eng.store is not None and len(eng.store) == 1  # A, saved before B overwrote it
+        follow = (*a, ChatTurn("assistant", text_a), ChatTurn("user", "Again A"))
+        done = check_against_fresh(loop, eng, chat(*follow))
+        assert done.cached_tokens == done_a.prompt_tokens
+        assert eng.store.restores == 1
+    finally:
+        loop.run_until_complete(eng.close())
+
+
+def test_smol_restored_context_answers_as_fresh(
+    loop: asyncio.AbstractEventLoop, default_models_dir: Path
+) -> None:
+    eng = _engine(loop, default_models_dir / DEFAULT_CHAT_MODEL_FILE, 1024, state_cache_mb=64)
+    try:
+        a = (SYSTEM, ChatTurn("user", "What is a cat?"))
+        b = (ChatTurn("system", "You are a pirate. " * 6), ChatTurn("user", "Hello there"))
+        text_a, done_a = run(loop, eng, chat(*a))
+        run(loop, eng, chat(*b))
+        follow = (*a, ChatTurn("assistant", text_a), ChatTurn("user", "And a dog?"))
+        done = check_against_fresh(loop, eng, chat(*follow))
+        assert done_a is not None and done.cached_tokens == done_a.prompt_tokens
+    finally:
+        loop.run_until_complete(eng.close())
+
+
+def test_parallel_slots(loop: asyncio.AbstractEventLoop, tiny_path: Path) -> None:
+    """Two clients at once run on two slots; a follow-up goes to the slot holding its
+    conversation; threads are split while both run."""
+    eng = Gpt4AllEngine(
+        "tiny",
+        tiny_path,
+        n_ctx=512,
+        n_batch=128,
+        n_threads=2,
+        serving=CpuServing(parallel=2, state_cache_mb=0),
+    )
+    loop.run_until_complete(eng.start())
+    try:
+        assert eng.max_concurrency == 2
+        a = (ChatTurn("system", "Conversation A. " * 8), ChatTurn("user", "Hi A"))
+        b = (ChatTurn("system", "Conversation B. " * 8), ChatTurn("user", "Hi B"))
+        shares: list[int] = []
+
+        async def both() -> list[tuple[str, Done | None]]:
+            async def one(turns: tuple[ChatTurn, ...]) -> tuple[str, Done | None]:
+                pieces: list[str] = []
+                done: Done | None = None
+                async for event in eng.stream(chat(*turns)):
+                    if isinstance(event, Token):
+                        pieces.append(event.text)
+                        shares.append(sum(s.wanted_threads for s in eng._slots if s.busy))
+                    else:
+                        done = event
+                return "".join(pieces), done
+
+            results = await asyncio.gather(one(a), one(b))
+            await _idle(eng)
+            return results
+
+        (text_a, done_a), (_, done_b) = loop.run_until_complete(both())
+        assert done_a is not None and done_b is not None
+        assert max(shares) == 2  # never more threads than the budget
+        holders = {bytes(s.cache.key[:40]) for s in eng._slots}
+        assert len(holders) == 2  # each slot holds one conversation
+        health = loop.run_until_complete(eng.health())
+        assert health["slots"] == 2 and health["busy"] == 0
+        for _ in range(2):  # whichever slot was used last, A's follow-up finds A's slot
+            follow = (*a, ChatTurn("assistant", text_a), ChatTurn("user", "More A"))
+            _, d = run(loop, eng, chat(*follow))
+            assert d is not None and d.cached_tokens >= done_a.prompt_tokens
+            run(loop, eng, chat(*b))
+        info = loop.run_until_complete(eng.info())
+        assert info.extra["cache"]["hits"] >= 2
     finally:
         loop.run_until_complete(eng.close())
