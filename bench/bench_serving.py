@@ -51,9 +51,11 @@ TOPICS = [
 ]
 
 
-def conversation(turns: int) -> list[dict[str, str]]:
-    """A long, deterministic chat history (about 95 SmolLM2 tokens per exchange)."""
-    messages = [{"role": "system", "content": "You are a patient teacher. Answer briefly."}]
+def conversation(turns: int, seed: int = 0) -> list[dict[str, str]]:
+    """A long, deterministic chat history (about 85 SmolLM2 tokens per exchange);
+    ``seed`` makes it another conversation from its first token."""
+    system = f"Session {seed}. You are a patient teacher. Answer briefly."
+    messages = [{"role": "system", "content": system}]
     for i in range(turns):
         topic = TOPICS[i % len(TOPICS)]
         messages.append({"role": "user", "content": f"Tell me about {topic}, part {i}."})
@@ -144,7 +146,7 @@ def part_ttft(model: Path, runs: int) -> None:
     with server(model) as (base, _):
         rows = []
         for run in range(runs):
-            history = conversation(15 + run)  # a new conversation each run
+            history = conversation(17, seed=run)  # a new conversation each run
             chat = {"model": model.stem, "temperature": 0, "max_tokens": 24}
             first = stream(base, "/v1/chat/completions", {**chat, "messages": history})
             reply = httpx.post(
@@ -277,7 +279,7 @@ def part_state(model: Path) -> None:
             return time.perf_counter() - t, done
 
         a = tuple(ChatTurn(m["role"], m["content"]) for m in conversation(15))
-        b = tuple(ChatTurn(m["role"], m["content"]) for m in conversation(14)[1:])
+        b = tuple(ChatTurn(m["role"], m["content"]) for m in conversation(14, seed=1))
         follow = (*a, ChatTurn("assistant", "Done."), ChatTurn("user", "And?"))
         t_eval, done_a = await timed(a)  # evaluates A
         await timed(b)  # overwrites the slot: A is saved

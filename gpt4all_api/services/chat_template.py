@@ -76,10 +76,11 @@ class ChatTemplate:
     def render(self, messages: Sequence[ChatTurn]) -> str:
         return self._render(messages, [m.content for m in messages])
 
-    def render_segments(self, messages: Sequence[ChatTurn]) -> list[tuple[str, bool]]:
-        """The prompt as ``(text, is_markup)`` pieces: the template's own text (special
-        tokens parsed) apart from message contents (plain text, so a content cannot forge
-        the template's control tokens). Their concatenation equals ``render``.
+    def render_segments(self, messages: Sequence[ChatTurn]) -> list[tuple[str, int | None]]:
+        """The prompt as ``(text, message)`` pieces: the template's own text (``message``
+        None: markup, special tokens parsed) apart from each message's content (``message``
+        its index: plain text, so a content cannot forge the template's control tokens).
+        Their concatenation equals ``render``.
 
         Contents are rendered as sentinels and put back; a template that transforms or
         inspects contents (trim, slicing) gives another text, and then the whole prompt is
@@ -88,26 +89,26 @@ class ChatTemplate:
         text = self.render(messages)
         contents = [m.content for m in messages]
         if any("\ue000" in c or "\ue001" in c for c in contents):
-            return [(text, True)]
+            return [(text, None)]
         try:
             skeleton = self._render(messages, [f"\ue000{i}\ue001" for i in range(len(messages))])
         except InvalidRequest:
-            return [(text, True)]
-        segments: list[tuple[str, bool]] = []
+            return [(text, None)]
+        segments: list[tuple[str, int | None]] = []
         seen: set[int] = set()
         pos = 0
         for match in _SENTINEL.finditer(skeleton):
             index = int(match.group(1))
             if index in seen or index >= len(contents):
-                return [(text, True)]
+                return [(text, None)]
             seen.add(index)
-            segments.append((skeleton[pos : match.start()], True))
-            segments.append((contents[index], False))
+            segments.append((skeleton[pos : match.start()], None))
+            segments.append((contents[index], index))
             pos = match.end()
-        segments.append((skeleton[pos:], True))
+        segments.append((skeleton[pos:], None))
         segments = [s for s in segments if s[0]]
         if "".join(s for s, _ in segments) != text:
-            return [(text, True)]
+            return [(text, None)]
         return segments
 
     def _render(self, messages: Sequence[ChatTurn], contents: Sequence[str]) -> str:

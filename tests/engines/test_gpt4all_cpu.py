@@ -172,8 +172,8 @@ def test_a_shared_system_prompt_is_evaluated_once(
 ) -> None:
     _, a = run(loop, tiny, chat(SYSTEM, ChatTurn("user", "First question")))
     assert a is not None
-    # "<|im_start|>system\n", the content, "<|im_end|>\n<|im_start|>user\n": shared
-    system_end = exact_boundaries(tiny)[2]
+    # one call for "<|im_start|>system\n", the content, "<|im_end|>\n<|im_start|>user\n"
+    system_end = exact_boundaries(tiny)[0]
     b = check_against_fresh(loop, tiny, chat(SYSTEM, ChatTurn("user", "Another one")))
     assert b.cached_tokens == system_end > len(SYSTEM.content.encode())
 
@@ -187,7 +187,7 @@ def test_the_same_prompt_again_reevaluates_only_the_last_markup(
     bounds = exact_boundaries(tiny)
     assert bounds[-1] == first.prompt_tokens
     again = check_against_fresh(loop, tiny, chat(*turns))
-    assert again.cached_tokens == bounds[-2]  # all but "<|im_end|>\n<|im_start|>assistant\n"
+    assert again.cached_tokens == bounds[-2]  # the system call; the user's call runs again
 
 
 def test_completions_reuse_only_in_loose_mode(
@@ -311,20 +311,20 @@ def test_client_gone_mid_generation(loop: asyncio.AbstractEventLoop, tiny: Gpt4A
 def test_client_gone_mid_prompt(
     loop: asyncio.AbstractEventLoop, tiny: Gpt4AllEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cancelled after the system prompt's segments: the slot keeps those, nothing else."""
+    """Cancelled after the system prompt's call: the slot keeps it, nothing else."""
     real = Gpt4AllEngine._evaluate
     calls = 0
 
-    def cancel_after_two(self: Gpt4AllEngine, slot: Slot, job: Job, data: bytes, sp: bool) -> bool:
+    def cancel_in_second(self: Gpt4AllEngine, slot: Slot, job: Job, data: bytes, sp: bool) -> bool:
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls == 2:
             job.cancel()  # what the stream's clean-up does when the client goes away
         return real(self, slot, job, data, sp)
 
     forget(tiny)
     turns = (SYSTEM, ChatTurn("user", "Cancelled in the prompt"))
-    monkeypatch.setattr(Gpt4AllEngine, "_evaluate", cancel_after_two)
+    monkeypatch.setattr(Gpt4AllEngine, "_evaluate", cancel_in_second)
     text, done = run(loop, tiny, chat(*turns))
     monkeypatch.undo()
     assert text == "" and done is None
@@ -462,3 +462,24 @@ def test_parallel_slots(loop: asyncio.AbstractEventLoop, tiny_path: Path) -> Non
         assert info.extra["cache"]["hits"] >= 2
     finally:
         loop.run_until_complete(eng.close())
+
+
+def test_chat_calls_cut_where_prompts_branch() -> None:
+    from gpt4all_api.engines.gpt4all_cpu import _chat_calls
+    from gpt4all_api.services.chat_template import chat_template_from_metadata
+
+    tpl = chat_template_from_metadata(None)
+    turns = (
+        ChatTurn("system", "Be brief."),
+        ChatTurn("user", "Hi"),
+        ChatTurn("assistant", "Hello."),
+        ChatTurn("user", "a <b> tag"),
+    )
+    calls = _chat_calls(turns, tpl.render_segments(turns))
+    assert [(c.data.decode(), c.special) for c in calls] == [
+        ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n", True),
+        ("Hi<|im_end|>\n<|im_start|>assistant\n", True),
+        ("Hello.<|im_end|>\n<|im_start|>user\n", True),
+        ("a <b> tag", False),  # could hold a control token's text: its own call, as text
+        ("<|im_end|>\n<|im_start|>assistant\n", True),
+    ]

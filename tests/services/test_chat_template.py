@@ -56,11 +56,11 @@ def test_segments_split_markup_from_contents() -> None:
     messages = (ChatTurn("system", "Be brief."), ChatTurn("user", "Hi<|im_end|>"))
     segments = tpl.render_segments(messages)
     assert segments == [
-        ("<|im_start|>system\n", True),
-        ("Be brief.", False),
-        ("<|im_end|>\n<|im_start|>user\n", True),
-        ("Hi<|im_end|>", False),
-        ("<|im_end|>\n<|im_start|>assistant\n", True),
+        ("<|im_start|>system\n", None),
+        ("Be brief.", 0),
+        ("<|im_end|>\n<|im_start|>user\n", None),
+        ("Hi<|im_end|>", 1),
+        ("<|im_end|>\n<|im_start|>assistant\n", None),
     ]
     assert "".join(t for t, _ in segments) == tpl.render(messages)
 
@@ -72,7 +72,7 @@ def test_segments_fall_back_to_one_markup_piece_when_contents_are_transformed() 
     )
     tpl = chat_template_from_metadata(source)
     messages = (ChatTurn("user", "  Hi  "),)
-    assert tpl.render_segments(messages) == [(tpl.render(messages), True)]
+    assert tpl.render_segments(messages) == [(tpl.render(messages), None)]
     # contents equal to their trimmed form still split
     assert len(tpl.render_segments((ChatTurn("user", "Hi"),))) == 3
 
@@ -80,4 +80,4 @@ def test_segments_fall_back_to_one_markup_piece_when_contents_are_transformed() 
 def test_segments_of_a_content_holding_the_sentinels() -> None:
     tpl = chat_template_from_metadata(None)
     messages = (ChatTurn("user", "\ue0000\ue001"),)
-    assert tpl.render_segments(messages) == [(tpl.render(messages), True)]
+    assert tpl.render_segments(messages) == [(tpl.render(messages), None)]
