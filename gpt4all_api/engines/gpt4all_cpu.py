@@ -3,9 +3,10 @@
 The model is loaded once (in the lifespan) as PARALLEL instances (``cpu_slots.Slot``),
 each with its own context and ``ModelWorker`` thread. Generation goes through
 ``llmodel_prompt`` directly so that we can count every token, evaluate a prompt in
-segments (template markup with special tokens parsed, message contents as plain text),
-continue from what the context already holds (``prompt_cache``), and stop at once when
-the client goes away (callback -> False).
+segments (``_chat_calls``: template markup with special tokens parsed, a content that could
+forge a control token as plain text), continue from what the context already holds
+(``prompt_cache``, ``state_cache``), and stop at once when the client goes away (callback
+-> False).
 
 One request on a slot: cut the slot's cache back to the longest reusable boundary, set
 ``n_past`` there, evaluate the remaining segments one call each (``n_predict`` 0, no
