@@ -40,7 +40,7 @@ from gpt4all_api.engines.base import (
 from gpt4all_api.engines.cpu_slots import CacheStats, CpuServing, Slot, SlotPool, default_threads
 from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
 from gpt4all_api.engines.prompt_cache import (
-    TEXT_MARK,
+    MARKUP_MARK,
     Boundary,
     Segment,
     prompt_key,
@@ -434,7 +434,8 @@ class Gpt4AllEngine(LocalEngine):
             if prompt_tokens > self.n_ctx - CONTEXT_MARGIN:
                 raise _PromptTooLong()
             if caching and segments[-1].special:
-                cache.extend(bytes((TEXT_MARK,)))  # a reply is resent as a content: text
+                # a chat reply comes back as the start of a call: markup-parsed when safe
+                cache.extend(bytes((MARKUP_MARK,)))
             generated, finish = self._sample(slot, job, request, n_predict, emit, stop)
         except _PromptTooLong:
             raise  # nothing evaluated past the last boundary is kept; the rest is valid
