@@ -70,6 +70,32 @@ class Settings(BaseSettings):
     )
     n_ctx: int = Field(2048, ge=64, le=131072, description="Context window in tokens.")
     n_batch: int = Field(128, ge=1, le=4096, description="Prompt tokens evaluated per batch.")
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Instances (slots) of the chat model serving requests at once, each with "
+        "its own context; they share the mapped weights and split N_THREADS between the "
+        "running ones (unset: one per core, at most 4).",
+    )
+    prompt_cache: bool = Field(
+        True,
+        description="Reuse what a model context already evaluated when a prompt starts "
+        "with the same text (a conversation's history, a shared system prompt).",
+    )
+    prompt_cache_exact: bool = Field(
+        True,
+        description="Reuse only at message boundaries, where the context ends up exactly "
+        "as in a fresh evaluation; false also reuses generated replies and extended "
+        "completion prompts (faster follow-ups, tokens may differ slightly).",
+    )
+    state_cache_mb: int = Field(
+        256,
+        ge=0,
+        le=1_048_576,
+        description="RAM (MB) for saved contexts of recent conversations beyond the live "
+        "slots (LRU; 0: none).",
+    )
     max_loaded_models: int = Field(
         2, ge=1, le=64, description="Models kept in memory at once (LRU, idle models unloaded)."
     )

@@ -144,7 +144,8 @@ class Done:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
-    #: Prompt tokens the backend did not evaluate again (reused from its KV cache).
+    #: Prompt tokens not evaluated again because the model's context already held them
+    #: (OpenAI's ``usage.prompt_tokens_details.cached_tokens``; part of ``prompt_tokens``).
     cached_tokens: int = 0
 
 

@@ -7,6 +7,7 @@ happens here, so no engine module needs to know the others exist.
 from __future__ import annotations
 
 from gpt4all_api.engines.base import Engine
+from gpt4all_api.engines.cpu_slots import CpuServing
 from gpt4all_api.engines.embed import EmbeddingEngine
 from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine
 from gpt4all_api.engines.openai_upstream import OpenAiUpstreamEngine
@@ -39,6 +40,7 @@ class EngineFactory:
             n_batch=s.n_batch,
             n_threads=s.n_threads,
             allow_download=False,
+            serving=CpuServing.from_settings(s),
         )
 
     def remote(self) -> RemoteEngine:

@@ -1,10 +1,19 @@
 """The CPU engine: a GGUF model run in-process by the gpt4all bindings.
 
-The model is loaded once (in the lifespan) and every call into it runs on its own
-``ModelWorker`` thread. Generation goes through ``llmodel_prompt`` directly so that we can
-count prompt tokens (the prompt callback fires once per token), count every generated
-token (the bindings' decoder hides tokens that end mid-UTF-8 sequence), parse special
-tokens in chat prompts, and stop at once when the client goes away (callback -> False).
+The model is loaded once (in the lifespan) as PARALLEL instances (``cpu_slots.Slot``),
+each with its own context and ``ModelWorker`` thread. Generation goes through
+``llmodel_prompt`` directly so that we can count every token, evaluate a prompt in
+segments (``_chat_calls``: template markup with special tokens parsed, a content that could
+forge a control token as plain text), continue from what the context already holds
+(``prompt_cache``, ``state_cache``), and stop at once when the client goes away (callback
+-> False).
+
+One request on a slot: cut the slot's cache back to the longest reusable boundary, set
+``n_past`` there, evaluate the remaining segments one call each (``n_predict`` 0, no
+context shift: a prompt that does not fit is refused, never shifted), then generate with
+an empty prompt (sampling from the logits of the last evaluated token). Each completed
+segment and each generated token becomes a boundary. The cache is cleared when the
+context shifted or the call failed, and forgets what a cancelled segment left behind.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Any
 
 from gpt4all_api.engines.base import (
     Capabilities,
+    ChatTurn,
     Done,
     Event,
     FinishReason,
@@ -27,12 +37,28 @@ from gpt4all_api.engines.base import (
     ModelInfo,
     Token,
 )
+from gpt4all_api.engines.cpu_slots import CacheStats, CpuServing, Slot, SlotPool, default_threads
 from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
+from gpt4all_api.engines.prompt_cache import (
+    MARKUP_MARK,
+    Boundary,
+    Segment,
+    prompt_key,
+    segment_starts,
+)
+from gpt4all_api.engines.state_cache import (
+    MIN_SAVE_TOKENS,
+    StateScratch,
+    StateStore,
+    restore,
+    save,
+    token_capacity,
+)
 from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
 from gpt4all_api.model_store.gguf import GGUFSummary, probe_gguf
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
-from gpt4all_api.services.tools.render import render_chat_prompt
+from gpt4all_api.services.tools.render import chat_prompt_input
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +94,7 @@ def _load_gpt4all(path: Path, n_ctx: int, n_threads: int | None, allow_download:
 
 
 class Gpt4AllEngine(LocalEngine):
-    """A chat/completion model served from a local GGUF file."""
+    """A chat/completion model served from a local GGUF file by ``parallel`` instances."""
 
     capabilities = Capabilities.for_kind(embedding=False)
 
@@ -80,26 +106,57 @@ class Gpt4AllEngine(LocalEngine):
         n_ctx: int,
         n_batch: int,
         n_threads: int | None,
+        serving: CpuServing,
         allow_download: bool = False,
     ) -> None:
         super().__init__(model_id, path)
+        self.serving = serving
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.n_threads = n_threads
         self.allow_download = allow_download
         self.context_length = n_ctx
+        self.max_concurrency = serving.parallel
         self.metadata: GGUFSummary | None = None
         self.template: ChatTemplate | None = None
+        self.stats = CacheStats()
+        self.store = (
+            StateStore(serving.state_cache_mb * 1024 * 1024)
+            if serving.prompt_cache and serving.state_cache_mb > 0
+            else None
+        )
+        self._slots: list[Slot] = []
+        self._pool: SlotPool | None = None
+
+    # --- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        def load(_: Job) -> tuple[Any, GGUFSummary | None]:
+        def load_first(_: Job) -> tuple[Any, GGUFSummary | None]:
             meta = probe_gguf(self.path) if self.path.exists() else None
             model = _load_gpt4all(self.path, self.n_ctx, self.n_threads, self.allow_download)
             if meta is None and self.path.exists():
                 meta = probe_gguf(self.path)
             return model, meta
 
-        self._model, self.metadata = await self._start_worker(load)
+        def load_more(_: Job) -> Any:
+            return _load_gpt4all(self.path, self.n_ctx, self.n_threads, False)
+
+        first = Slot(0, self.model_id)
+        self._worker = first.worker  # LocalEngine's timed load / stop on failure
+        first.model, self.metadata = await self._start_worker(load_first)
+        self._worker = None
+        slots = [first]
+        try:
+            for i in range(1, self.serving.parallel):
+                slot = Slot(i, self.model_id)
+                slots.append(slot)
+                slot.model = await slot.worker.run(load_more)
+        except BaseException:
+            await self._close_slots(slots)
+            raise
+        self._slots = slots
+        self._model = first.model
+        self._pool = SlotPool(slots, self.n_threads or default_threads())
         meta = self.metadata
         self.template = chat_template_from_metadata(
             meta.chat_template if meta else None,
@@ -108,7 +165,73 @@ class Gpt4AllEngine(LocalEngine):
         )
         if self.template.is_fallback:
             logger.info("%s has no usable chat template; chat uses ChatML", self.model_id)
-        logger.info("loaded %s in %.2fs (n_ctx=%d)", self.model_id, self.load_seconds, self.n_ctx)
+        logger.info(
+            "loaded %s in %.2fs (n_ctx=%d, %d slot(s), prompt cache %s)",
+            self.model_id,
+            self.load_seconds,
+            self.n_ctx,
+            len(slots),
+            ("exact" if self.serving.prompt_cache_exact else "on")
+            if self.serving.prompt_cache
+            else "off",
+        )
+
+    async def _start_worker(self, load: Callable[[Job], Any]) -> Any:
+        """Run the first load on slot 0's worker (timed), stopping it if the load fails."""
+        import time
+
+        worker = self._worker
+        assert worker is not None
+        started = time.perf_counter()
+        try:
+            result = await worker.run(load)
+        except BaseException:
+            worker.stop()
+            raise
+        self.load_seconds = time.perf_counter() - started
+        return result
+
+    async def close(self) -> None:
+        slots, self._slots, self._pool, self._model = self._slots, [], None, None
+        await self._close_slots(slots)
+
+    @staticmethod
+    async def _close_slots(slots: list[Slot]) -> None:
+        for slot in slots:
+            model, slot.model = slot.model, None
+
+            def unload(_: Job, model: Any = model, slot: Slot = slot) -> None:
+                slot.cache.clear()
+                if slot.scratch is not None:
+                    slot.scratch.close()
+                    slot.scratch = None
+                if model is not None:
+                    model.close()
+
+            try:
+                await slot.worker.run(unload)
+            finally:
+                await asyncio.to_thread(slot.worker.stop)
+
+    @property
+    def loaded(self) -> bool:
+        return any(s.model is not None for s in self._slots)
+
+    def slots_info(self) -> dict[str, Any]:
+        """Slots, their use and prompt reuse (for /health, /v1/models and /metrics)."""
+        pool = self._pool
+        return {
+            "slots": len(self._slots),
+            "busy": pool.busy if pool else 0,
+            "queue": sum(s.worker.pending for s in self._slots),
+            "threads": pool.total_threads if pool else 0,
+            "prompt_cache": self.serving.prompt_cache,
+            "cache": self.stats.as_dict(),
+            "saved_contexts": self.store.as_dict() if self.store else None,
+        }
+
+    async def health(self) -> dict[str, Any]:
+        return {"loaded": self.loaded, **self.slots_info()}
 
     async def info(self) -> ModelInfo:
         created = int(self.path.stat().st_mtime) if self.path.exists() else 0
@@ -122,13 +245,15 @@ class Gpt4AllEngine(LocalEngine):
                 "architecture": meta.architecture if meta else None,
                 "size_bytes": meta.file_size if meta else None,
                 "loaded": self.loaded,
+                **self.slots_info(),
             },
         )
 
-    # --- generation ---------------------------------------------------------------------
+    # --- prompts --------------------------------------------------------------------------
 
-    def _prompt_text(self, request: GenerationRequest) -> tuple[str, bool]:
-        """The text to feed the model and whether special tokens are parsed in it."""
+    def _segments(self, request: GenerationRequest) -> list[Segment]:
+        """The prompt as evaluated: chat markup with special tokens parsed, contents and
+        completion prompts as plain text (a content cannot forge the template's tokens)."""
         if request.response_format is not None:
             kind = request.response_format.get("type")
             raise InvalidRequest(
@@ -138,7 +263,8 @@ class Gpt4AllEngine(LocalEngine):
             )
         if request.messages is not None:
             assert self.template is not None
-            return render_chat_prompt(self.template, request), True
+            turns, tools = chat_prompt_input(self.template, request)
+            return _chat_calls(tuple(turns), self.template.render_segments(turns, tools))
         assert request.prompt is not None
         if request.prompt == "":
             # An empty prompt is zero tokens for models that add no BOS, and sampling with
@@ -148,8 +274,8 @@ class Gpt4AllEngine(LocalEngine):
             start = (meta.bos_token or meta.eos_token) if meta else ""
             if not start:
                 raise InvalidRequest("'prompt' must not be empty for this model.", param="prompt")
-            return start, True
-        return request.prompt, False
+            return [Segment(start.encode(), True)]
+        return [Segment(request.prompt.encode(), False)]
 
     def implicit_stops(self, request: GenerationRequest) -> tuple[str, ...]:
         """End-of-turn markers that end a chat reply even when they are not the EOS token."""
@@ -157,15 +283,35 @@ class Gpt4AllEngine(LocalEngine):
             return self.template.end_of_turn
         return ()
 
+    def _reusable(self, slot: Slot, key: bytes, starts: set[int]) -> int:
+        if not self.serving.prompt_cache:
+            return 0
+        return slot.cache.match(key, starts, self.serving.prompt_cache_exact).n_past
+
+    async def _acquire(self, key: bytes, starts: set[int]) -> Slot:
+        if self._pool is None:
+            raise InvalidRequest(f"Model {self.model_id} is not loaded.", param="model")
+        return await self._pool.acquire(lambda s: self._reusable(s, key, starts))
+
+    def _release_when_done(self, slot: Slot, job: Job) -> None:
+        """The slot is free once its job has really ended (a cancelled job may still be
+        inside a callback); only then may another request choose it by its cache."""
+        pool = self._pool
+        job.future.add_done_callback(lambda _: pool.release(slot) if pool else None)
+
     async def check_prompt_fits(self, request: GenerationRequest) -> None:
-        """Probe: tokenize and stop at the first prompt token (evaluating one token)."""
-        text, special = self._prompt_text(request)
-        too_long = await self.worker.run(lambda job: self._probe(job, text, special))
-        if too_long:
+        """Probe: tokenize and evaluate one token past the slot's context, then move
+        ``n_past`` back, so that the slot's cache survives the probe."""
+        segments = self._segments(request)
+        data = b"".join(s.data for s in segments)
+        special = any(s.special for s in segments)
+        slot = await self._acquire(b"", set())
+        job = slot.worker.submit(lambda job: self._probe(slot, data, special))
+        self._release_when_done(slot, job)
+        if await asyncio.shield(job.future):
             raise self._context_error(request)
 
-    def _probe(self, job: Job, text: str, special: bool) -> bool:
-
+    def _probe(self, slot: Slot, data: bytes, special: bool) -> bool:
         too_long = False
 
         def on_prompt(_: int) -> bool:
@@ -176,9 +322,17 @@ class Gpt4AllEngine(LocalEngine):
             too_long = token_id == -1
             return False
 
-        lm = self._model.model
-        lm._set_context(n_predict=0, n_batch=1, reset_context=True)
-        _prompt(lm, text, special, on_prompt, on_response)
+        lm = slot.model.model
+        lm._set_context(n_predict=0, n_batch=1, reset_context=False)
+        saved = lm.context.n_past
+        slot.apply_threads()
+        try:
+            _prompt(lm, data, special, on_prompt, on_response, allow_shift=False)
+        except BaseException:
+            slot.cache.clear()
+            raise
+        finally:
+            lm.context.n_past = saved
         return too_long
 
     def _context_error(self, request: GenerationRequest) -> ContextLengthExceeded:
@@ -190,27 +344,36 @@ class Gpt4AllEngine(LocalEngine):
             param=param,
         )
 
+    # --- generation -----------------------------------------------------------------------
+
     async def stream(
         self, request: GenerationRequest, stop: threading.Event | None = None
     ) -> AsyncIterator[Event]:
-        if self._model is None:
+        if not self.loaded:
             raise InvalidRequest(f"Model {self.model_id} is not loaded.", param="model")
-        text, special = self._prompt_text(request)
+        segments = self._segments(request)
+        key = prompt_key(segments)
+        starts = segment_starts(segments)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | _End] = asyncio.Queue()
 
         def emit(item: Event | _End) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
+        slot = await self._acquire(key, starts)
+
         def run(job: Job) -> None:
             try:
-                self._generate(job, text, special, request, emit, stop or threading.Event())
+                self._generate(
+                    slot, job, segments, starts, request, emit, stop or threading.Event()
+                )
             except BaseException as exc:
                 emit(_End(exc))
             else:
                 emit(_End())
 
-        job = self.worker.submit(run)
+        job = slot.worker.submit(run)
+        self._release_when_done(slot, job)
         try:
             while True:
                 item = await events.get()
@@ -220,54 +383,31 @@ class Gpt4AllEngine(LocalEngine):
                             raise self._context_error(request)
                         raise item.error
                     return
+                if isinstance(item, Done):
+                    self.stats.note(item.prompt_tokens, item.cached_tokens)
                 yield item
         finally:
             job.cancel()
 
     def _generate(
         self,
+        slot: Slot,
         job: Job,
-        text: str,
-        special: bool,
+        segments: list[Segment],
+        starts: set[int],
         request: GenerationRequest,
         emit: Any,
         stop: threading.Event,
     ) -> None:
-        """Runs on the worker thread: one generation, events pushed to the event loop."""
-
+        """Runs on the slot's worker thread: one generation, events pushed to the loop."""
+        lm = slot.model.model
+        cache = slot.cache
+        caching = self.serving.prompt_cache
         p = request.params
         limit = p.max_tokens
         n_predict = limit if limit is not None else self.n_ctx
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        prompt_tokens = 0
-        generated = 0
-        finish: FinishReason = "stop"
-        overflow = False
-
-        def on_prompt(_: int) -> bool:
-            nonlocal prompt_tokens
-            prompt_tokens += 1
-            return not job.cancelled.is_set()
-
-        def on_response(token_id: int, piece: bytes) -> bool:
-            nonlocal generated, finish, overflow
-            if token_id == -1:
-                overflow = True
-                return False
-            if job.cancelled.is_set() or stop.is_set():
-                return False
-            generated += 1
-            emit(Token(decoder.decode(piece)))
-            if generated >= n_predict:
-                finish = "length"
-            elif limit is None and prompt_tokens + generated >= self.n_ctx:
-                finish = "length"  # context full: OpenAI's "length" when max_tokens is unset
-                return False
-            return not stop.is_set()
-
-        lm = self._model.model
         lm._set_context(
-            n_predict=n_predict,
+            n_predict=0,
             top_k=p.top_k if p.top_k > 0 else 0,
             top_p=p.top_p,
             min_p=p.min_p,
@@ -278,36 +418,230 @@ class Gpt4AllEngine(LocalEngine):
             context_erase=0.75,
             reset_context=True,
         )
-        _prompt(lm, text, special, on_prompt, on_response)
+        key = prompt_key(segments)
+        start = (
+            cache.match(key, starts, self.serving.prompt_cache_exact)
+            if caching
+            else Boundary(0, 0, True)
+        )
+        if self.store is not None and caching:
+            start = self._swap_state(slot, key, starts, start)
+            cache = slot.cache
+        cache.cut(start)
+        lm.context.n_past = start.n_past
+        try:
+            for data, special, key_part in _rest(segments, start.offset):
+                if not self._evaluate(slot, job, data, special):
+                    return  # cancelled: the cache keeps the segments evaluated so far
+                if caching:
+                    cache.add(key_part, lm.context.n_past, exact=True)
+            prompt_tokens = lm.context.n_past
+            if prompt_tokens > self.n_ctx - CONTEXT_MARGIN:
+                raise _PromptTooLong()
+            if caching and segments[-1].special:
+                # a chat reply comes back as the start of a call: markup-parsed when safe
+                cache.extend(bytes((MARKUP_MARK,)))
+            generated, finish = self._sample(slot, job, request, n_predict, emit, stop)
+        except _PromptTooLong:
+            raise  # nothing evaluated past the last boundary is kept; the rest is valid
+        except BaseException:
+            cache.clear()
+            raise
+        n_past = lm.context.n_past
+        if n_past not in (prompt_tokens + generated, prompt_tokens + generated + 1):
+            cache.clear()  # the context shifted: token positions no longer match
+        if not job.cancelled.is_set():
+            emit(Done(finish, prompt_tokens, generated, cached_tokens=start.n_past))
+
+    def _swap_state(self, slot: Slot, key: bytes, starts: set[int], live: Boundary) -> Boundary:
+        """Keep the slot's conversation before a request overwrites most of it, and bring
+        back a saved one that this request continues further than the slot does."""
+        assert self.store is not None
+        lm = slot.model.model
+        cache = slot.cache
+        exact = self.serving.prompt_cache_exact
+        found = self.store.take(key, starts, exact, live.n_past + 32, token_capacity(lm))
+        lost = cache.n_past - live.n_past
+        if (lost >= MIN_SAVE_TOKENS and lost > live.n_past) or found is not None:
+            if slot.scratch is None:
+                slot.scratch = StateScratch(lm.model)
+            saved = save(lm, slot.scratch, cache)
+            if saved is not None:
+                self.store.put(saved)
+        if found is None:
+            return live
+        entry, boundary = found
+        if not restore(lm, entry, boundary):
+            self.store.put(entry)
+            return live
+        slot.cache = entry.cache
+        return boundary
+
+    def _evaluate(self, slot: Slot, job: Job, data: bytes, special: bool) -> bool:
+        """Evaluate one prompt segment at ``n_past``; False when cancelled."""
+        lm = slot.model.model
+        count = 0
+        overflow = False
+
+        def on_prompt(_: int) -> bool:
+            nonlocal count
+            count += 1
+            return not job.cancelled.is_set()
+
+        def on_response(token_id: int, _: bytes) -> bool:
+            nonlocal overflow
+            overflow = token_id == -1
+            return False
+
+        before = lm.context.n_past
+        lm.context.n_predict = 0
+        slot.apply_threads()
+        _prompt(lm, data, special, on_prompt, on_response, allow_shift=False)
         if overflow:
             raise _PromptTooLong()
+        if job.cancelled.is_set():
+            return False
+        if count == 0:
+            raise _PromptTooLong()  # no room left: the backend refused it (no shift)
+        if lm.context.n_past != before + count:
+            raise RuntimeError(f"context at {lm.context.n_past}, expected {before + count}")
+        return True
+
+    def _sample(
+        self,
+        slot: Slot,
+        job: Job,
+        request: GenerationRequest,
+        n_predict: int,
+        emit: Any,
+        stop: threading.Event,
+    ) -> tuple[int, FinishReason]:
+        """Generate from the logits of the last evaluated prompt token (empty prompt)."""
+        lm = slot.model.model
+        cache = slot.cache
+        caching = self.serving.prompt_cache
+        limit = request.params.max_tokens
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        prompt_tokens = lm.context.n_past
+        generated = 0
+        finish: FinishReason = "stop"
+
+        def on_prompt(_: int) -> bool:
+            return True
+
+        def on_response(token_id: int, piece: bytes) -> bool:
+            nonlocal generated, finish
+            if token_id == -1 or job.cancelled.is_set() or stop.is_set():
+                return False
+            generated += 1
+            if caching:
+                cache.add(piece, prompt_tokens + generated, exact=False)
+            emit(Token(decoder.decode(piece)))
+            slot.apply_threads()
+            if generated >= n_predict:
+                finish = "length"
+            elif limit is None and prompt_tokens + generated >= self.n_ctx:
+                finish = "length"  # context full: OpenAI's "length" when max_tokens is unset
+                return False
+            return not stop.is_set()
+
+        if n_predict == 0:
+            return 0, "length"
+        lm.context.n_predict = n_predict
+        slot.apply_threads()
+        _prompt(lm, b"", False, on_prompt, on_response, allow_shift=True)
         tail = decoder.decode(b"", final=True)
         if tail and not job.cancelled.is_set():
             emit(Token(tail, tokens=0))
-        if n_predict == 0:
-            finish = "length"
-        emit(Done(finish, prompt_tokens, generated))
+        return generated, finish
+
+
+#: A content holding none of these characters cannot contain a control token's text
+#: (``<|im_end|>``, ``</s>``, ``[INST]``, ``<start_of_turn>``, ``<｜...｜>``): parsing special
+#: tokens in it changes nothing, so it may share a call with the markup around it.
+_SPECIAL_CHARS = frozenset("<>[]|｜")
+
+
+def _chat_calls(
+    messages: tuple[ChatTurn, ...], parts: list[tuple[str, int | None]]
+) -> list[Segment]:
+    """The evaluation calls of a chat prompt, cut where later prompts branch off.
+
+    Each call costs a decode per batch, and on a busy machine every decode waits on its
+    threads, so the pieces are merged into as few calls as reuse allows: one cut after the
+    system message's markup (clients sharing a system prompt), one before each assistant
+    reply (a follow-up continues from the previous prompt's end). A content that could hold
+    a control token's text gets a call of its own without special parsing.
+    """
+    calls: list[Segment] = []
+    current: list[str] = []
+    cut_after_markup = False
+
+    def flush() -> None:
+        if current:
+            calls.append(Segment("".join(current).encode(), True))
+            current.clear()
+
+    for text, index in parts:
+        if index is None:
+            current.append(text)
+            if cut_after_markup:
+                flush()
+                cut_after_markup = False
+            continue
+        role = messages[index].role
+        if role == "assistant":
+            flush()
+        if _SPECIAL_CHARS.isdisjoint(text):
+            current.append(text)
+        else:
+            flush()
+            calls.append(Segment(text.encode(), False))
+        cut_after_markup = role == "system"
+    flush()
+    return calls
+
+
+def _rest(segments: list[Segment], offset: int) -> list[tuple[bytes, bool, bytes]]:
+    """What remains to evaluate after key ``offset``: (data, special, key bytes) per call;
+    a boundary inside a segment (only when exactness is not required) leaves its tail."""
+    rest: list[tuple[bytes, bool, bytes]] = []
+    pos = 0
+    for s in segments:
+        end = pos + 1 + len(s.data)
+        if offset <= pos:
+            rest.append((s.data, s.special, s.key))
+        elif offset < end:
+            tail = s.data[offset - pos - 1 :]
+            rest.append((tail, s.special, tail))
+        pos = end
+    return rest
 
 
 def _prompt(
     lm: Any,
-    text: str,
+    data: bytes,
     special: bool,
     on_prompt: Callable[[int], bool],
     on_response: Callable[[int, bytes], bool],
+    *,
+    allow_shift: bool,
 ) -> None:
     """One ``llmodel_prompt`` call with raw callbacks: ``on_prompt`` fires per prompt token,
     ``on_response`` per generated token with its raw bytes (the bindings' own decoder hides
-    tokens that end inside a UTF-8 sequence, which would break the token count)."""
+    tokens that end inside a UTF-8 sequence, which would break the token count).
+
+    The template "%1%2" evaluates exactly ``data``: with one placeholder the backend would
+    append "\\n\\n" after the reply (its default assistant suffix)."""
     from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
 
     llmodel.llmodel_prompt(
         lm.model,
-        text.encode(),
-        b"%1",  # the whole prompt is already rendered; no gpt4all template around it
+        data,
+        b"%1%2",
         PromptCallback(on_prompt),
         ResponseCallback(on_response),
-        True,  # allow context shifting past n_ctx
+        allow_shift,
         lm.context,
         special,
         ctypes.c_char_p(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,11 @@ CHATML_TEMPLATE = (
 #: End-of-turn markers of common templates; the ones a template uses become implicit
 #: stop strings, so generation ends at end of turn even where it is not the EOS token.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+#: Stand-ins for message contents while rendering segments (private-use code points that
+#: no real content needs; a content holding them just falls back to one markup segment).
+_SENTINEL = re.compile("\ue000([0-9]+)\ue001")
 
 
 def _raise_exception(message: str) -> None:
@@ -74,7 +80,53 @@ class ChatTemplate:
         """The prompt; ``tools`` (OpenAI's ``tools`` list) and the turns' tool calls and
         results reach the template as HF templates expect (``services.tools.render``
         decides whether a template gets them)."""
-        payload = [_turn_payload(m) for m in messages]
+        return self._render(messages, [m.content for m in messages], tools)
+
+    def render_segments(
+        self, messages: Sequence[ChatTurn], tools: list[dict[str, Any]] | None = None
+    ) -> list[tuple[str, int | None]]:
+        """The prompt as ``(text, message)`` pieces: the template's own text (``message``
+        None: markup, special tokens parsed) apart from each message's content (``message``
+        its index: plain text, so a content cannot forge the template's control tokens).
+        Their concatenation equals ``render``.
+
+        Contents are rendered as sentinels and put back; a template that transforms or
+        inspects contents (trim, slicing) gives another text, and then the whole prompt is
+        one markup piece, as before.
+        """
+        text = self.render(messages, tools)
+        contents = [m.content for m in messages]
+        if any("\ue000" in c or "\ue001" in c for c in contents):
+            return [(text, None)]
+        try:
+            sentinels = [f"\ue000{i}\ue001" for i in range(len(messages))]
+            skeleton = self._render(messages, sentinels, tools)
+        except InvalidRequest:
+            return [(text, None)]
+        segments: list[tuple[str, int | None]] = []
+        seen: set[int] = set()
+        pos = 0
+        for match in _SENTINEL.finditer(skeleton):
+            index = int(match.group(1))
+            if index in seen or index >= len(contents):
+                return [(text, None)]
+            seen.add(index)
+            segments.append((skeleton[pos : match.start()], None))
+            segments.append((contents[index], index))
+            pos = match.end()
+        segments.append((skeleton[pos:], None))
+        segments = [s for s in segments if s[0]]
+        if "".join(s for s, _ in segments) != text:
+            return [(text, None)]
+        return segments
+
+    def _render(
+        self,
+        messages: Sequence[ChatTurn],
+        contents: Sequence[str],
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        payload = [_turn_payload(m, c) for m, c in zip(messages, contents, strict=True)]
         extra: dict[str, Any] = {} if tools is None else {"tools": tools}
         try:
             return self._compiled.render(
@@ -98,9 +150,9 @@ class ChatTemplate:
             ) from exc
 
 
-def _turn_payload(m: ChatTurn) -> dict[str, Any]:
+def _turn_payload(m: ChatTurn, content: str) -> dict[str, Any]:
     """HF convention: a call's ``arguments`` is a dict, a tool result has ``tool_call_id``."""
-    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    d: dict[str, Any] = {"role": m.role, "content": content}
     if m.name:
         d["name"] = m.name
     if m.tool_calls:

@@ -49,3 +49,35 @@ def test_template_raise_exception_is_a_client_error() -> None:
 def test_broken_template_falls_back_to_chatml() -> None:
     tpl = chat_template_from_metadata("{% for m in messages %}{{ m['content'] }")
     assert tpl.is_fallback and tpl.source == CHATML_TEMPLATE
+
+
+def test_segments_split_markup_from_contents() -> None:
+    tpl = chat_template_from_metadata(None)
+    messages = (ChatTurn("system", "Be brief."), ChatTurn("user", "Hi<|im_end|>"))
+    segments = tpl.render_segments(messages)
+    assert segments == [
+        ("<|im_start|>system\n", None),
+        ("Be brief.", 0),
+        ("<|im_end|>\n<|im_start|>user\n", None),
+        ("Hi<|im_end|>", 1),
+        ("<|im_end|>\n<|im_start|>assistant\n", None),
+    ]
+    assert "".join(t for t, _ in segments) == tpl.render(messages)
+
+
+def test_segments_fall_back_to_one_markup_piece_when_contents_are_transformed() -> None:
+    source = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}"
+        "<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
+    )
+    tpl = chat_template_from_metadata(source)
+    messages = (ChatTurn("user", "  Hi  "),)
+    assert tpl.render_segments(messages) == [(tpl.render(messages), None)]
+    # contents equal to their trimmed form still split
+    assert len(tpl.render_segments((ChatTurn("user", "Hi"),))) == 3
+
+
+def test_segments_of_a_content_holding_the_sentinels() -> None:
+    tpl = chat_template_from_metadata(None)
+    messages = (ChatTurn("user", "\ue0000\ue001"),)
+    assert tpl.render_segments(messages) == [(tpl.render(messages), None)]

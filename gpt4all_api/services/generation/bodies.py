@@ -9,19 +9,37 @@ from typing import Any
 
 from gpt4all_api import request_context
 from gpt4all_api.engines.base import Engine
-from gpt4all_api.services.generation.choice import run_choice
+from gpt4all_api.services.generation.choice import ChoiceOutcome, run_choice
 from gpt4all_api.services.generation.planning import ChoicePlan, Kind
 from gpt4all_api.services.sse import sse_event
 from gpt4all_api.services.tools import ContentDelta, ReplyBuilder, ToolCallDelta, delta_json
 
 
-def usage_body(prompt_tokens: dict[int, int], completion_tokens: int) -> dict[str, int]:
-    p = sum(prompt_tokens.values())
-    return {
-        "prompt_tokens": p,
-        "completion_tokens": completion_tokens,
-        "total_tokens": p + completion_tokens,
-    }
+class UsageTally:
+    """The usage of a request's choices: a prompt shared by several choices (``n``) counts
+    once, with the cached tokens of its first choice (the one that evaluated it)."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens: dict[int, int] = {}
+        self.cached_tokens: dict[int, int] = {}
+        self.completion_tokens = 0
+
+    def add(self, plan: ChoicePlan, outcome: ChoiceOutcome) -> None:
+        self.prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
+        self.cached_tokens.setdefault(plan.prompt_key, outcome.cached_tokens)
+        self.completion_tokens += outcome.completion_tokens
+
+    def body(self) -> dict[str, Any]:
+        """OpenAI's ``usage`` (``cached_tokens`` are part of ``prompt_tokens``); also noted
+        for the access log and metrics."""
+        p = sum(self.prompt_tokens.values())
+        request_context.note_usage(p, self.completion_tokens)
+        return {
+            "prompt_tokens": p,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": p + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": sum(self.cached_tokens.values())},
+        }
 
 
 def new_id(kind: Kind) -> str:
@@ -30,16 +48,14 @@ def new_id(kind: Kind) -> str:
 
 async def collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan]) -> dict:
     choices: list[dict[str, Any]] = []
-    prompt_tokens: dict[int, int] = {}
-    completion_tokens = 0
+    usage = UsageTally()
     for plan in plans:
         pieces: list[str] = [plan.echo] if plan.echo else []
         reply = ReplyBuilder(plan.tools)
         outcome = await run_choice(
             engine, plan.request, pieces.append, tools=plan.tools, on_tool=reply.add
         )
-        prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
-        completion_tokens += outcome.completion_tokens
+        usage.add(plan, outcome)
         text = "".join(pieces)
         if kind == "completion":
             choices.append(
@@ -60,15 +76,13 @@ async def collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan
                     "finish_reason": reply.finish_reason(outcome.finish_reason),
                 }
             )
-    usage = usage_body(prompt_tokens, completion_tokens)
-    request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
     return {
         "id": new_id(kind),
         "object": "text_completion" if kind == "completion" else "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": usage,
+        "usage": usage.body(),
     }
 
 
@@ -121,5 +135,5 @@ class Chunks:
         }
         return sse_event({**self.base, "choices": [choice]})
 
-    def usage(self, usage: dict[str, int]) -> bytes:
+    def usage(self, usage: dict[str, Any]) -> bytes:
         return sse_event({**self.base, "choices": [], "usage": usage})

@@ -16,10 +16,9 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from gpt4all_api import request_context
 from gpt4all_api.engines.base import Engine
 from gpt4all_api.errors import APIError, error_body
-from gpt4all_api.services.generation.bodies import Chunks, usage_body
+from gpt4all_api.services.generation.bodies import Chunks, UsageTally
 from gpt4all_api.services.generation.choice import run_choice
 from gpt4all_api.services.generation.planning import ChoicePlan, Kind
 from gpt4all_api.services.sse import DONE, sse_event
@@ -84,8 +83,7 @@ async def open_stream(
     closing = False  # the consumer is gone: the producer must not wait on the queue
 
     async def produce() -> None:
-        prompt_tokens: dict[int, int] = {}
-        completion_tokens = 0
+        usage = UsageTally()
         try:
             for plan in plans:
 
@@ -104,14 +102,12 @@ async def open_stream(
                 outcome = await run_choice(
                     engine, plan.request, send, start, tools=plan.tools, on_tool=send_tool
                 )
-                prompt_tokens[plan.prompt_key] = outcome.prompt_tokens
-                completion_tokens += outcome.completion_tokens
+                usage.add(plan, outcome)
                 finish = finish_reason(outcome.finish_reason, outcome.tool_calls, plan.tools.legacy)
                 await queue.put(chunks.text(plan.index, "", finish))
-            usage = usage_body(prompt_tokens, completion_tokens)
-            request_context.note_usage(usage["prompt_tokens"], usage["completion_tokens"])
+            body = usage.body()
             if include_usage:
-                await queue.put(chunks.usage(usage))
+                await queue.put(chunks.usage(body))
             await queue.put(None)
         except asyncio.CancelledError:
             if closing or not shutdown.expired:

@@ -6,7 +6,8 @@ What the generation service calls, in order:
 1. ``plan_tools(req) -> ToolRequest`` and ``chat_turns(req.messages, text_of)``: validate
    and normalise (400s naming the parameter); put ``ToolRequest.tools``/``choice``/
    ``parallel`` into the ``GenerationRequest``.
-2. Engines render the prompt: the CPU engine with ``render_chat_prompt(template, request)``.
+2. Engines render the prompt: the CPU engine renders what ``render.chat_prompt_input``
+   gives it (the turns, and ``tools`` for templates that know them).
 3. Per choice, ``ToolCallStream(tools, engine.parses_tool_calls)``: ``.text(t)`` for each
    piece of generated text (after stop strings), ``.tool_call(event)`` for ``ToolCall``
    events, ``.finish()`` at the end; each returns ``Delta``s.

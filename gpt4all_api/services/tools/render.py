@@ -121,18 +121,22 @@ def fallback_turns(request: GenerationRequest) -> list[ChatTurn]:
     return out
 
 
-def render_chat_prompt(template: ChatTemplate, request: GenerationRequest) -> str:
-    """The chat prompt for ``request``, tools included (what the CPU engine feeds)."""
+def chat_prompt_input(
+    template: ChatTemplate, request: GenerationRequest
+) -> tuple[list[ChatTurn], list[dict[str, Any]] | None]:
+    """The turns and the ``tools`` the model's template renders for ``request``: as they
+    are without tools; through the template with ``tools`` when it knows them; else the
+    generic fallback (the tool list and call format in the system prompt)."""
     assert request.messages is not None
     has_tool_history = any(t.tool_calls or t.role == "tool" for t in request.messages)
     if not request.tools and not has_tool_history:
-        return template.render(request.messages)
+        return list(request.messages), None
     if not template_knows_tools(template.source):
-        return template.render(fallback_turns(request))
+        return list(fallback_turns(request)), None
     turns = _with_system(
         list(request.messages),
         choice_instruction(request.tool_choice, request.parallel_tool_calls)
         if request.tools
         else "",
     )
-    return template.render(turns, tools_payload(request.tools) if request.tools else None)
+    return turns, tools_payload(request.tools) if request.tools else None

@@ -1,0 +1,329 @@
+"""Serving benchmarks for the CPU engine (issue: prompt reuse and parallel slots).
+
+Each figure is a ratio of two things measured in this one run, so machine noise on a shared
+host hits both alike:
+
+1. follow-up / first TTFT of a ~1.5k-token conversation (history + reply + a short turn);
+2. aggregate tokens/s of 4 concurrent streaming clients / one client;
+3. one client's streamed decode speed / the raw bindings' at their best thread count;
+4. server RSS minus the model file, and what each extra slot adds (PARALLEL 1 vs 2);
+5. saving + restoring a conversation's context vs evaluating it again (engine level).
+
+    .venv/bin/python bench/bench_serving.py [--model PATH] [--part ttft,concurrency,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_inference import free_port, raw_run  # noqa: E402
+
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR  # noqa: E402
+
+COUNTING = "Here is a list of the numbers from one to two hundred: 1, 2, 3, 4, 5, 6,"
+TOPICS = [
+    "the history of the printing press",
+    "how bread rises",
+    "why the sky is blue",
+    "the rules of chess",
+    "how bicycles stay upright",
+    "the water cycle",
+    "how vaccines work",
+    "the life of bees",
+]
+
+
+def conversation(turns: int, seed: int = 0) -> list[dict[str, str]]:
+    """A long, deterministic chat history (about 85 SmolLM2 tokens per exchange);
+    ``seed`` makes it another conversation from its first token."""
+    system = f"Session {seed}. You are a patient teacher. Answer briefly."
+    messages = [{"role": "system", "content": system}]
+    for i in range(turns):
+        topic = TOPICS[i % len(TOPICS)]
+        messages.append({"role": "user", "content": f"Tell me about {topic}, part {i}."})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": f"Here is part {i} about {topic}. It is a broad subject with a "
+                "long history, many people studied it carefully, and there are simple "
+                "ideas at its heart that anyone can follow with a little patience. The "
+                "main points are easy to remember once you see how they fit together.",
+            }
+        )
+    messages.append({"role": "user", "content": "Summarize what we discussed in one line."})
+    return messages
+
+
+@contextmanager
+def server(model: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    full = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MODELS_DIR": str(model.parent),
+        "MODEL": model.stem,
+        "EMBEDDING_MODEL": "",
+        "LOG_LEVEL": "warning",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpt4all_api"],
+            env=full,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start")
+                time.sleep(0.2)
+            yield base, proc
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def stream(base: str, path: str, body: dict) -> dict[str, float]:
+    """One streamed request: TTFT, tokens, decode tokens/s, usage."""
+    start = time.perf_counter()
+    first: float | None = None
+    usage: dict = {}
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", base + path, json=body, timeout=900) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]
+            elif first is None and event["choices"]:
+                c = event["choices"][0]
+                if c.get("text") or (c.get("delta") or {}).get("content"):
+                    first = time.perf_counter()
+    end = time.perf_counter()
+    n = usage.get("completion_tokens", 0)
+    assert first is not None
+    return {
+        "ttft": first - start,
+        "tokens": n,
+        "tps": (n - 1) / (end - first) if n > 1 else 0.0,
+        "total": end - start,
+        "prompt": usage.get("prompt_tokens", 0),
+        "cached": usage.get("prompt_tokens_details", {}).get("cached_tokens", 0),
+    }
+
+
+def part_ttft(model: Path, runs: int) -> None:
+    with server(model) as (base, _):
+        rows = []
+        for run in range(runs):
+            history = conversation(17, seed=run)  # a new conversation each run
+            chat = {"model": model.stem, "temperature": 0, "max_tokens": 24}
+            first = stream(base, "/v1/chat/completions", {**chat, "messages": history})
+            reply = httpx.post(
+                base + "/v1/chat/completions", json={**chat, "messages": history}, timeout=900
+            ).json()["choices"][0]["message"]["content"]
+            follow = [*history, {"role": "assistant", "content": reply}]
+            follow.append({"role": "user", "content": "Thanks. One more detail?"})
+            second = stream(base, "/v1/chat/completions", {**chat, "messages": follow})
+            rows.append((first, second))
+            print(
+                f"  run {run}: first {first['ttft'] * 1000:.0f} ms ({first['prompt']} tokens), "
+                f"follow-up {second['ttft'] * 1000:.0f} ms ({second['prompt']} tokens, "
+                f"{second['cached']} cached)"
+            )
+        ratio = statistics.median(b["ttft"] / a["ttft"] for a, b in rows)
+        print(f"follow-up / first TTFT: {ratio:.3f} (target <= 0.1)")
+
+
+def part_concurrency(model: Path, max_tokens: int) -> None:
+    body = {"model": model.stem, "prompt": COUNTING, "max_tokens": max_tokens, "temperature": 0}
+    with server(model) as (base, _):
+        stream(base, "/v1/completions", body)  # warm-up
+        one = stream(base, "/v1/completions", body)
+        one_tps = one["tokens"] / one["total"]
+        results: list[dict[str, float]] = []
+        health: list[float] = []
+        done = threading.Event()
+
+        def client(i: int) -> None:
+            results.append(stream(base, "/v1/completions", {**body, "prompt": COUNTING + " " * i}))
+
+        def poll_health() -> None:
+            while not done.is_set():
+                t = time.perf_counter()
+                httpx.get(base + "/health", timeout=10)
+                health.append(time.perf_counter() - t)
+                time.sleep(0.05)
+
+        poller = threading.Thread(target=poll_health)
+        poller.start()
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        done.set()
+        poller.join()
+        agg = sum(r["tokens"] for r in results) / wall
+        health.sort()
+        p99 = health[min(len(health) - 1, int(len(health) * 0.99))]
+        print(f"one client: {one_tps:.1f} tok/s; 4 clients together: {agg:.1f} tok/s")
+        print(f"4 clients / 1 client aggregate tokens/s: {agg / one_tps:.3f} (target >= 1.3)")
+        print(f"/health p99 while 4 stream: {p99 * 1000:.1f} ms over {len(health)} probes")
+
+
+def part_single(model: Path, max_tokens: int, runs: int) -> None:
+    from gpt4all import GPT4All
+
+    best = 0.0
+    for threads in (1, 2):
+        raw = GPT4All(model.name, model_path=str(model.parent), allow_download=False, device="cpu")
+        raw.model.set_thread_count(threads)
+        speeds = [raw_run(raw, COUNTING, max_tokens, 128)["tps"] for _ in range(runs)]
+        raw.close()
+        print(f"raw bindings, {threads} thread(s): {statistics.median(speeds):.1f} tok/s")
+        best = max(best, statistics.median(speeds))
+    body = {"model": model.stem, "prompt": COUNTING, "max_tokens": max_tokens, "temperature": 0}
+    with server(model) as (base, _):
+        stream(base, "/v1/completions", body)
+        speeds = [stream(base, "/v1/completions", body)["tps"] for _ in range(runs)]
+    ours = statistics.median(speeds)
+    print(f"one client streamed: {ours:.1f} tok/s")
+    print(f"one client / raw bindings at best threads: {ours / best:.3f} (target >= 0.97)")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def part_rss(model: Path) -> None:
+    size = model.stat().st_size / 2**20
+    rss: dict[int, float] = {}
+    body = {"model": model.stem, "prompt": COUNTING, "max_tokens": 8, "temperature": 0}
+    for parallel in (1, 2, 3):
+        with server(model, PARALLEL=str(parallel)) as (base, proc):
+            for _ in range(parallel):
+                httpx.post(base + "/v1/completions", json=body, timeout=600)
+            rss[parallel] = rss_mb(proc.pid)
+        print(
+            f"PARALLEL={parallel}: RSS {rss[parallel]:.0f} MB, minus model file "
+            f"({size:.0f} MB): {rss[parallel] - size:.0f} MB"
+        )
+    print(
+        f"per extra slot: {rss[2] - rss[1]:.0f} MB, {rss[3] - rss[2]:.0f} MB "
+        "(target: its KV cache + 20 MB)"
+    )
+
+
+def part_state(model: Path) -> None:
+    """Engine level: a conversation's context saved and restored vs evaluated again."""
+    from gpt4all_api.engines.base import ChatTurn, Done, GenerationRequest, SamplingParams
+    from gpt4all_api.engines.cpu_slots import CpuServing
+    from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine
+
+    params = SamplingParams(1, 0.0, 1.0, 1, 0.0, 1.0, 64)
+
+    async def go() -> None:
+        eng = Gpt4AllEngine(
+            model.stem,
+            model,
+            n_ctx=2048,
+            n_batch=128,
+            n_threads=None,
+            serving=CpuServing(parallel=1, state_cache_mb=512),
+        )
+        await eng.start()
+
+        async def timed(turns: tuple[ChatTurn, ...]) -> tuple[float, Done]:
+            t = time.perf_counter()
+            done = None
+            async for event in eng.stream(GenerationRequest(params, messages=turns)):
+                if isinstance(event, Done):
+                    done = event
+            assert done is not None
+            return time.perf_counter() - t, done
+
+        a = tuple(ChatTurn(m["role"], m["content"]) for m in conversation(15))
+        b = tuple(ChatTurn(m["role"], m["content"]) for m in conversation(14, seed=1))
+        follow = (*a, ChatTurn("assistant", "Done."), ChatTurn("user", "And?"))
+        t_eval, done_a = await timed(a)  # evaluates A
+        await timed(b)  # overwrites the slot: A is saved
+        t_restore, done_r = await timed(follow)  # restores A
+        assert eng.store is not None
+        for s in eng._slots:
+            s.cache.clear()
+        eng.store.clear()
+        t_fresh, _ = await timed(follow)
+        info = eng.store.as_dict()
+        print(
+            f"{done_a.prompt_tokens}-token conversation: evaluate {t_eval * 1000:.0f} ms; "
+            f"follow-up after save+restore {t_restore * 1000:.0f} ms "
+            f"({done_r.cached_tokens} tokens restored), evaluated again {t_fresh * 1000:.0f} ms"
+        )
+        print(f"restored / evaluated-again follow-up: {t_restore / t_fresh:.3f} (store: {info})")
+        await eng.close()
+
+    asyncio.run(go())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--model", type=Path, default=ROOT / DEFAULT_MODELS_DIR / DEFAULT_CHAT_MODEL_FILE
+    )
+    ap.add_argument("--part", default="ttft,concurrency,single,rss,state")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    args = ap.parse_args()
+    parts = args.part.split(",")
+    print(f"model {args.model.name}, {os.cpu_count()} cores")
+    if "ttft" in parts:
+        part_ttft(args.model, args.runs)
+    if "concurrency" in parts:
+        part_concurrency(args.model, args.max_tokens)
+    if "single" in parts:
+        part_single(args.model, args.max_tokens, args.runs)
+    if "rss" in parts:
+        part_rss(args.model)
+    if "state" in parts:
+        part_state(args.model)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
