@@ -33,6 +33,7 @@ def server(loop_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         max_queue=MAX_QUEUE,
         queue_timeout=QUEUE_TIMEOUT,
         max_tokens_limit=10_000_000,
+        parallel=1,  # one request runs, the others queue (PARALLEL runs several at once)
     )
     with serve(tmp_path_factory, "overload-server", env) as s:
         yield s
