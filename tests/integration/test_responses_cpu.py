@@ -161,6 +161,10 @@ def test_stored_retrieved_and_continued(server: Server, client: openai.OpenAI) -
     # A third turn continues the chain through both.
     third = client.responses.create(model=TINY, input="And again?", previous_response_id=second.id)
     assert third.usage is not None and third.usage.input_tokens > second.usage.input_tokens
+    # ... and is evaluated incrementally: the conversation cache still holds the second
+    # turn's prompt (a slot kept it), so at least all of it is reused.
+    cached = third.usage.input_tokens_details.cached_tokens
+    assert second.usage.input_tokens <= cached < third.usage.input_tokens
 
 
 def test_streamed_continuation(server: Server, client: openai.OpenAI) -> None:
