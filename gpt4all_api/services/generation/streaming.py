@@ -58,56 +58,28 @@ class GenerationStream(StreamingResponse):
                 await self._held.aclose()
 
 
-async def open_stream(
-    engine: Engine,
-    kind: Kind,
-    model: str,
-    plans: list[ChoicePlan],
-    include_usage: bool,
+Put = Callable[[bytes], Awaitable[None]]
+
+
+async def open_sse(
+    produce: Callable[[Put], Awaitable[None]],
     shutdown: ShutdownCoordinator,
     on_generation_end: Callable[[], None],
+    error_frames: Callable[[BaseException], list[bytes]],
+    last_frame: bytes | None = None,
 ) -> GenerationStream:
-    """Start generating and return the SSE response once the first event is there (an error
-    before it is raised: the caller answers with an HTTP error). ``on_generation_end`` is
-    called once the generation is over, however it ends."""
-    # Every prompt after the first is checked up front, and the first one by waiting for
-    # its first event: a prompt that does not fit is a 400 before any byte is sent.
-    seen: set[int] = {plans[0].prompt_key}
-    for plan in plans[1:]:
-        if plan.prompt_key not in seen:
-            seen.add(plan.prompt_key)
-            await engine.check_prompt_fits(plan.request)
-
-    chunks = Chunks(kind, model)
+    """Run ``produce(put)`` in a task of its own and send the frames it puts as an SSE
+    response, returned once the first frame is there (an error before it is raised: the
+    caller answers with an HTTP error). After the start, a failure is sent as
+    ``error_frames(exc)``; ``last_frame`` (``[DONE]``) ends the body however it ends.
+    ``on_generation_end`` is called once the producer is over, however it ends; when the
+    shutdown grace period expires the producer is cancelled and the stream ends cleanly."""
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
     closing = False  # the consumer is gone: the producer must not wait on the queue
 
-    async def produce() -> None:
-        usage = UsageTally()
+    async def run() -> None:
         try:
-            for plan in plans:
-
-                async def start(plan: ChoicePlan = plan) -> None:
-                    if kind == "chat":
-                        await queue.put(chunks.role(plan.index))
-                    if plan.echo:
-                        await queue.put(chunks.text(plan.index, plan.echo))
-
-                async def send(text: str, index: int = plan.index) -> None:
-                    await queue.put(chunks.text(index, text))
-
-                async def send_tool(delta: ToolCallDelta, plan: ChoicePlan = plan) -> None:
-                    await queue.put(chunks.tool(plan.index, delta, plan.tools.legacy))
-
-                outcome = await run_choice(
-                    engine, plan.request, send, start, tools=plan.tools, on_tool=send_tool
-                )
-                usage.add(plan, outcome)
-                finish = finish_reason(outcome.finish_reason, outcome.tool_calls, plan.tools.legacy)
-                await queue.put(chunks.text(plan.index, "", finish))
-            body = usage.body()
-            if include_usage:
-                await queue.put(chunks.usage(body))
+            await produce(queue.put)
             await queue.put(None)
         except asyncio.CancelledError:
             if closing or not shutdown.expired:
@@ -118,13 +90,13 @@ async def open_stream(
         finally:
             on_generation_end()
 
-    producer = asyncio.ensure_future(produce())
+    producer = asyncio.ensure_future(run())
     shutdown.track_stream(producer)
 
     async def cleanup() -> None:
         nonlocal closing
         closing = True
-        abandon(producer)
+        _abandon(producer)
 
     try:
         first = await queue.get()
@@ -140,15 +112,69 @@ async def open_stream(
         try:
             while item is not None:
                 if isinstance(item, BaseException):
-                    yield _error_event(item)
+                    for frame in error_frames(item):
+                        yield frame
                     break
                 yield item
                 item = await queue.get()
-            yield DONE
+            if last_frame is not None:
+                yield last_frame
         finally:
             await cleanup()
 
     return GenerationStream(body(), cleanup)
+
+
+async def open_stream(
+    engine: Engine,
+    kind: Kind,
+    model: str,
+    plans: list[ChoicePlan],
+    include_usage: bool,
+    shutdown: ShutdownCoordinator,
+    on_generation_end: Callable[[], None],
+) -> GenerationStream:
+    """Start generating the choices and return their SSE response once the first chunk is
+    there (see ``open_sse``)."""
+    # Every prompt after the first is checked up front, and the first one by waiting for
+    # its first event: a prompt that does not fit is a 400 before any byte is sent.
+    seen: set[int] = {plans[0].prompt_key}
+    for plan in plans[1:]:
+        if plan.prompt_key not in seen:
+            seen.add(plan.prompt_key)
+            await engine.check_prompt_fits(plan.request)
+
+    chunks = Chunks(kind, model)
+
+    async def produce(put: Put) -> None:
+        usage = UsageTally()
+        for plan in plans:
+
+            async def start(plan: ChoicePlan = plan) -> None:
+                if kind == "chat":
+                    await put(chunks.role(plan.index))
+                if plan.echo:
+                    await put(chunks.text(plan.index, plan.echo))
+
+            async def send(text: str, index: int = plan.index) -> None:
+                await put(chunks.text(index, text))
+
+            async def send_tool(delta: ToolCallDelta, plan: ChoicePlan = plan) -> None:
+                await put(chunks.tool(plan.index, delta, plan.tools.legacy))
+
+            outcome = await run_choice(
+                engine, plan.request, send, start, tools=plan.tools, on_tool=send_tool
+            )
+            usage.add(plan, outcome)
+            finish = finish_reason(outcome.finish_reason, outcome.tool_calls, plan.tools.legacy)
+            await put(chunks.text(plan.index, "", finish))
+        body = usage.body()
+        if include_usage:
+            await put(chunks.usage(body))
+
+    return await open_sse(
+        produce, shutdown, on_generation_end, lambda exc: [_error_event(exc)], DONE
+    )
 
 
 def _error_event(exc: BaseException) -> bytes:
@@ -158,7 +184,7 @@ def _error_event(exc: BaseException) -> bytes:
     return sse_event(error_body("The server had an error while generating.", "server_error"))
 
 
-def abandon(task: asyncio.Future[Any]) -> None:
+def _abandon(task: asyncio.Future[Any]) -> None:
     """Cancel the producer without waiting for it.
 
     This runs in the response's ``finally``, often inside Starlette's already-cancelled

@@ -1,6 +1,6 @@
 """A streamed response: the generation's deltas as OpenAI's Responses event sequence.
 
-Same pattern as chat streaming (``services.generation.streaming``): a producer task runs
+Chat streaming's machinery (``services.generation.streaming.open_sse``): a producer task runs
 the one choice and puts SSE frames on a bounded queue, the response body sends them, and
 the first frame is awaited before the response starts, so a prompt over the context is
 still an HTTP 400. The response is a ``GenerationStream``: it stops the producer and then
@@ -15,9 +15,8 @@ retrieve it at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from gpt4all_api import request_context
 from gpt4all_api.engines.base import Engine
@@ -25,14 +24,12 @@ from gpt4all_api.errors import APIError
 from gpt4all_api.protocol.responses import Response
 from gpt4all_api.services.generation.choice import run_choice
 from gpt4all_api.services.generation.planning import ChoicePlan
-from gpt4all_api.services.generation.streaming import GenerationStream, abandon
+from gpt4all_api.services.generation.streaming import GenerationStream, Put, open_sse
 from gpt4all_api.services.responses.events import Event, ResponseEvents, sse_frame
 from gpt4all_api.services.tools import ToolCallDelta
-from gpt4all_api.shutdown import ShutdownCoordinator, ShuttingDown
+from gpt4all_api.shutdown import ShutdownCoordinator
 
 logger = logging.getLogger(__name__)
-
-Item = bytes | BaseException | None
 
 
 async def open_response_stream(
@@ -47,86 +44,46 @@ async def open_response_stream(
     """Start generating; return the SSE response once ``response.created`` is there (an
     error before it is raised, for an HTTP error). ``on_generation_end`` runs once the
     generation is over, however it ends."""
-    queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=64)
-    closing = False  # the consumer is gone: the producer must not wait on the queue
 
-    async def put(batch: list[Event]) -> None:
-        for event in batch:
-            await queue.put(sse_frame(event))
+    async def produce(send: Put) -> None:
+        async def put(batch: list[Event]) -> None:
+            for event in batch:
+                await send(sse_frame(event))
 
-    async def start() -> None:
-        await put(events.start())
+        async def start() -> None:
+            await put(events.start())
 
-    async def send_text(text: str) -> None:
-        if text:
-            await put(events.text(text))
+        async def send_text(text: str) -> None:
+            if text:
+                await put(events.text(text))
 
-    async def send_tool(delta: ToolCallDelta) -> None:
-        if delta.name is not None:
-            await put(events.tool_call(delta.name, delta.id))
-        await put(events.tool_arguments(delta.arguments))
+        async def send_tool(delta: ToolCallDelta) -> None:
+            if delta.name is not None:
+                await put(events.tool_call(delta.name, delta.id))
+            await put(events.tool_arguments(delta.arguments))
 
-    async def produce() -> None:
+        outcome = await run_choice(
+            engine, plan.request, send_text, start, tools=plan.tools, on_tool=send_tool
+        )
+        request_context.note_usage(outcome.prompt_tokens, outcome.completion_tokens)
+        last = events.finish(
+            outcome.finish_reason,
+            input_tokens=outcome.prompt_tokens,
+            output_tokens=outcome.completion_tokens,
+            cached_tokens=outcome.cached_tokens,
+        )
         try:
-            outcome = await run_choice(
-                engine, plan.request, send_text, start, tools=plan.tools, on_tool=send_tool
-            )
-            request_context.note_usage(outcome.prompt_tokens, outcome.completion_tokens)
-            last = events.finish(
-                outcome.finish_reason,
-                input_tokens=outcome.prompt_tokens,
-                output_tokens=outcome.completion_tokens,
-                cached_tokens=outcome.cached_tokens,
-            )
-            try:
-                await on_finished(events.response)
-            except APIError as exc:
-                # Not kept as asked: the client is told, the finished events are dropped.
-                await put(events.fail(exc.message, replace_finish=True))
-                await queue.put(None)
-                return
-            await put(last)
-            await queue.put(None)
-        except asyncio.CancelledError:
-            if closing or not shutdown.expired:
-                raise
-            await queue.put(ShuttingDown())  # grace period over: end the stream cleanly
-        except Exception as exc:  # delivered to the consumer, which decides
-            await queue.put(exc)
-        finally:
-            on_generation_end()
+            await on_finished(events.response)
+        except APIError as exc:
+            # Not kept as asked: the client is told, the finished events are dropped.
+            await put(events.fail(exc.message, replace_finish=True))
+            return
+        await put(last)
 
-    producer = asyncio.ensure_future(produce())
-    shutdown.track_stream(producer)
+    def error_frames(exc: BaseException) -> list[bytes]:
+        return [sse_frame(event) for event in _failure(events, exc)]
 
-    async def cleanup() -> None:
-        nonlocal closing
-        closing = True
-        abandon(producer)
-
-    try:
-        first = await queue.get()
-    except BaseException:
-        await cleanup()
-        raise
-    if isinstance(first, BaseException):
-        await cleanup()
-        raise first
-
-    async def body() -> AsyncIterator[bytes]:
-        item: Item = first
-        try:
-            while item is not None:
-                if isinstance(item, BaseException):
-                    for event in _failure(events, item):
-                        yield sse_frame(event)
-                    break
-                yield item
-                item = await queue.get()
-        finally:
-            await cleanup()
-
-    return GenerationStream(body(), cleanup)
+    return await open_sse(produce, shutdown, on_generation_end, error_frames)
 
 
 def _failure(events: ResponseEvents, exc: BaseException) -> list[Event]:
