@@ -243,30 +243,80 @@ def part_single(model: Path, max_tokens: int, runs: int) -> None:
     )
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def memory_mb(pid: int) -> dict[str, float]:
+    """Resident memory of a process, from /proc/PID/smaps: ``rss`` as the kernel counts it
+    (a file mapped twice counts twice: each slot maps the model file on its own, the pages
+    are shared), ``unique`` with each file's pages counted once, ``anon`` private memory."""
+    per_file: dict[str, float] = {}
+    anon = 0.0
+    rss = 0.0
+    path = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+            path = fields[5] if len(fields) > 5 and fields[5].startswith("/") else ""
+        elif fields and fields[0] == "Rss:":
+            kb = int(fields[1]) / 1024
+            rss += kb
+            if path:
+                per_file[path] = max(per_file.get(path, 0.0), kb)
+            else:
+                anon += kb
+    return {"rss": rss, "unique": anon + sum(per_file.values()), "anon": anon}
 
 
 def part_rss(model: Path) -> None:
     size = model.stat().st_size / 2**20
-    rss: dict[int, float] = {}
+    mem: dict[int, dict[str, float]] = {}
     body = {"model": model.stem, "prompt": COUNTING, "max_tokens": 8, "temperature": 0}
     for parallel in (1, 2, 3):
         with server(model, PARALLEL=str(parallel)) as srv:
-            for _ in range(parallel):
-                httpx.post(srv.v1 + "/completions", json=body, timeout=600)
-            rss[parallel] = rss_mb(srv.process.pid)
+            # one request per slot at once, so that every slot has evaluated a prompt
+            threads = [
+                threading.Thread(
+                    target=httpx.post,
+                    args=(srv.v1 + "/completions",),
+                    kwargs={"json": {**body, "prompt": COUNTING + " " * i}, "timeout": 600},
+                )
+                for i in range(parallel)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            mem[parallel] = memory_mb(srv.process.pid)
+        m = mem[parallel]
         print(
-            f"PARALLEL={parallel}: RSS {rss[parallel]:.0f} MB, minus model file "
-            f"({size:.0f} MB): {rss[parallel] - size:.0f} MB"
+            f"PARALLEL={parallel}: RSS {m['rss']:.0f} MB (each slot maps the model file: "
+            f"shared pages counted per mapping); counting the file once {m['unique']:.0f} MB, "
+            f"minus the model file ({size:.0f} MB): {m['unique'] - size:.0f} MB; "
+            f"private {m['anon']:.0f} MB"
         )
+    extra = [mem[p + 1]["unique"] - mem[p]["unique"] for p in (1, 2)]
     print(
-        f"per extra slot: {rss[2] - rss[1]:.0f} MB, {rss[3] - rss[2]:.0f} MB "
-        "(target: its KV cache + 20 MB)"
+        f"per extra slot: {extra[0]:.0f} MB, {extra[1]:.0f} MB (target: its KV cache, "
+        f"{kv_cache_mb(model):.0f} MB, + 20 MB); one slot minus model file: "
+        f"{mem[1]['unique'] - size:.0f} MB (target <= 150)"
     )
+
+
+def kv_cache_mb(model: Path, n_ctx: int = 2048) -> float:
+    """The f16 KV cache of ``n_ctx`` tokens: layers x n_ctx x (K + V) x KV heads x head size
+    x 2 bytes (from the GGUF header)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(model).fields
+
+    def read(name: str) -> int:
+        field = fields[name]
+        return int(field.parts[field.data[0]][0])
+
+    arch = bytes(fields["general.architecture"].parts[-1]).decode()
+    layers = read(f"{arch}.block_count")
+    heads = read(f"{arch}.attention.head_count")
+    kv_heads = read(f"{arch}.attention.head_count_kv")
+    head_dim = read(f"{arch}.embedding_length") // heads
+    return layers * n_ctx * 2 * kv_heads * head_dim * 2 / 2**20
 
 
 def part_state(model: Path) -> None:
