@@ -7,14 +7,16 @@ PY := $(VENV)/bin/python
 OPENAI028_VENV ?= .venv-openai028
 PYTEST_ARGS ?=
 
-.PHONY: help venv dev-venv models run dev test lint format bench loadtest clean
+.PHONY: help venv dev-venv models run dev test lint format bench bench-serving bench-reuse loadtest clean
 .PHONY: docker-build docker-up docker-up-gpu docker-dev docker-down docker-logs
 
 help:
 	@echo "make run      - install, fetch the default models, serve on HOST:PORT (0.0.0.0:4891)"
 	@echo "make test     - install test dependencies and run the whole suite"
 	@echo "make lint     - ruff check + format check"
-	@echo "make bench    - benchmarks (see bench/)"
+	@echo "make bench    - raw bindings vs HTTP: tokens/s and time to first token"
+	@echo "make bench-serving - prompt reuse, concurrent clients, /health, RSS per slot (BENCH_SERVING_ARGS=...)"
+	@echo "make bench-reuse   - how often prompt reuse changes a greedy answer"
 	@echo "make loadtest - concurrent clients against a local server (LOADTEST_ARGS=...)"
 	@echo "make docker-build / docker-up / docker-up-gpu / docker-dev / docker-down / docker-logs"
 	@echo "               - the Docker flow (docs/docker.md)"
@@ -59,6 +61,13 @@ format: dev-venv
 
 bench: dev-venv models
 	$(PY) -m bench.bench_inference
+
+BENCH_SERVING_ARGS ?=
+bench-serving: dev-venv models
+	$(PY) -m bench.bench_serving $(BENCH_SERVING_ARGS)
+
+bench-reuse: dev-venv models
+	$(PY) -m bench.bench_reuse_equivalence
 
 LOADTEST_ARGS ?= --clients 16 --duration 20 --max-queue 8 --n-threads 1
 loadtest: dev-venv models

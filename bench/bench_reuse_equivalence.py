@@ -7,29 +7,25 @@ same calls, in the same batches, as in a fresh evaluation), in loose mode
 (PROMPT_CACHE_EXACT=false: the reply's generated tokens, evaluated one at a time, are
 reused too), and from nothing. Prints how many answers and contexts differ from fresh.
 
-    .venv/bin/python bench/bench_reuse_equivalence.py [--conversations 12] [--max-tokens 32]
+    .venv/bin/python -m bench.bench_reuse_equivalence [--conversations 12] [--max-tokens 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gpt4all_api.engines.base import (  # noqa: E402
+from gpt4all_api.engines.base import (
     ChatTurn,
     Done,
     GenerationRequest,
     SamplingParams,
     Token,
 )
-from gpt4all_api.engines.cpu_slots import CpuServing  # noqa: E402
-from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine  # noqa: E402
-from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR  # noqa: E402
+from gpt4all_api.engines.cpu_slots import CpuServing
+from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine
+from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR
 
 SYSTEMS = [
     "You are a helpful assistant.",
@@ -106,9 +102,7 @@ async def main_async(model: Path, conversations: int, max_tokens: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--model", type=Path, default=ROOT / DEFAULT_MODELS_DIR / DEFAULT_CHAT_MODEL_FILE
-    )
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODELS_DIR / DEFAULT_CHAT_MODEL_FILE)
     ap.add_argument("--conversations", type=int, default=12)
     ap.add_argument("--max-tokens", type=int, default=32)
     args = ap.parse_args()

@@ -5,8 +5,9 @@ app built by ``create_app`` (tests build many) counts on its own. Labels stay lo
 cardinality: the route *template* (``/v1/models/{model:path}``), never the raw path; the
 model id, which is one of the served models.
 
-Queue depth, running requests, loaded models and their load times are read when
-``/metrics`` is scraped (a custom collector), so they are never stale.
+Queue depth, running requests, loaded models and their load times, and the slots and
+prompt-cache counters of CPU chat models are read when ``/metrics`` is scraped (custom
+collectors), so they are never stale.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gpt4all_api.request_context import RequestContext
@@ -75,6 +76,48 @@ class _StateCollector(Collector):
         count = GaugeMetricFamily(f"{PREFIX}_models_loaded", "Number of models loaded.")
         count.add_metric([], n_loaded)
         yield from (waiting, running, loaded, load_time, count)
+
+
+class _SlotCollector(Collector):
+    """Slots of CPU chat models, their use and the prompt cache, read at scrape time from
+    each engine's ``slots_info()`` (the dict /health shows)."""
+
+    def __init__(self, slots: Callable[[], Iterable[tuple[str, dict[str, Any]]]]) -> None:
+        self._slots = slots
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["model"])
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["model"])
+
+        slots = gauge("slots", "Instances (slots) of a model serving requests at once.")
+        busy = gauge("slots_busy", "Slots generating for a request now.")
+        requests = counter("prompt_cache_requests", "Generations that looked up the cache.")
+        hits = counter("prompt_cache_hits", "Generations that reused at least one token.")
+        prompt = counter("prompt_cache_prompt_tokens", "Prompt tokens of those generations.")
+        cached = counter("prompt_cache_cached_tokens", "Prompt tokens reused, not evaluated again.")
+        ratio = gauge("prompt_cache_hit_ratio", "Cached / prompt tokens since start.")
+        saved = gauge("saved_contexts", "Contexts kept in RAM beyond the slots.")
+        saved_bytes = gauge("saved_contexts_bytes", "Bytes those saved contexts hold.")
+        for model, info in self._slots():
+            cache = info.get("cache") or {}
+            slots.add_metric([model], info.get("slots", 0))
+            busy.add_metric([model], info.get("busy", 0))
+            requests.add_metric([model], cache.get("requests", 0))
+            hits.add_metric([model], cache.get("hits", 0))
+            prompt.add_metric([model], cache.get("prompt_tokens", 0))
+            cached.add_metric([model], cache.get("cached_tokens", 0))
+            ratio.add_metric([model], cache.get("token_hit_rate", 0.0))
+            store = info.get("saved_contexts")
+            if store is not None:
+                saved.add_metric([model], store.get("entries", 0))
+                saved_bytes.add_metric([model], store.get("bytes", 0))
+        yield from (slots, busy, requests, hits, prompt, cached, ratio, saved, saved_bytes)
 
 
 class Metrics:
@@ -139,9 +182,13 @@ class Metrics:
         self,
         queues: Callable[[], Iterable[tuple[str, int, int]]],
         models: Callable[[], Iterable[tuple[str, bool, float | None]]],
+        slots: Callable[[], Iterable[tuple[str, dict[str, Any]]]] | None = None,
     ) -> None:
-        """Register the scrape-time gauges (queue depth, loaded models, load times)."""
+        """Register the scrape-time gauges (queue depth, loaded models, load times; the
+        slots and prompt cache of models that have them)."""
         self.registry.register(_StateCollector(queues, models))
+        if slots is not None:
+            self.registry.register(_SlotCollector(slots))
 
     def observe_request(
         self, method: str, route: str, status: int, seconds: float, ctx: RequestContext | None

@@ -148,6 +148,11 @@ class ModelRegistry:
         """(model, loaded, last load seconds) of the engines in memory, for /metrics."""
         return [(model_id, e.loaded, e.load_seconds) for model_id, e in self.engines.items()]
 
+    def slot_states(self) -> list[tuple[str, dict[str, Any]]]:
+        """(model, ``Engine.slots_info()``) of the engines in memory that have slots."""
+        states = [(model_id, e.slots_info()) for model_id, e in self.engines.items()]
+        return [(model_id, info) for model_id, info in states if info is not None]
+
     def loaded(self, model_id: str) -> Loaded | None:
         """The local model ``model_id`` if it is in memory now (for listings)."""
         found = self._loaded.get(model_id)

@@ -80,7 +80,7 @@ def build_services(settings: Settings) -> AppServices:
     admission = Admission(settings.max_queue, settings.queue_timeout or None, metrics)
     shutdown = ShutdownCoordinator(settings.graceful_shutdown_seconds)
     if metrics is not None:
-        metrics.watch_state(admission.snapshot, registry.load_states)
+        metrics.watch_state(admission.snapshot, registry.load_states, registry.slot_states)
     return AppServices(
         settings=settings,
         engines=engines,

@@ -75,3 +75,57 @@ def test_each_app_has_its_own_registry() -> None:
     off = create_app(Settings(_env_file=None, metrics_enabled=False))
     assert off.state.services.metrics is None
     assert all(getattr(r, "path", "") != "/metrics" for r in off.routes)
+
+
+def test_slots_and_prompt_cache(tiny_server: Server) -> None:
+    """CPU chat models: slots, their use and prompt reuse on /metrics, /health and
+    /v1/models; usage reports the reused tokens as OpenAI does."""
+    before = scrape(tiny_server)
+    messages = [
+        {"role": "system", "content": "You are a test model with a long system prompt."},
+        {"role": "user", "content": "hi"},
+    ]
+    body = {"model": TINY, "messages": messages, "max_tokens": 3, "temperature": 0}
+    usages = []
+    for _ in range(2):  # the second one reuses the system message's evaluation
+        r = httpx.post(tiny_server.v1 + "/chat/completions", json=body, timeout=60)
+        assert r.status_code == 200
+        usages.append(r.json()["usage"])
+    after = scrape(tiny_server)
+
+    def delta(name: str) -> float:
+        return value(after, name, model=TINY) - value(before, name, model=TINY)
+
+    cached = usages[1]["prompt_tokens_details"]["cached_tokens"]
+    assert 0 < cached < usages[1]["prompt_tokens"]
+    health = httpx.get(tiny_server.base_url + "/health").json()["models"][TINY]
+    slots = health["slots"]
+    assert slots >= 1
+    assert value(after, "gpt4all_api_slots", model=TINY) == slots
+    assert value(after, "gpt4all_api_slots_busy", model=TINY) == 0
+    assert delta("gpt4all_api_prompt_cache_requests_total") == 2
+    assert delta("gpt4all_api_prompt_cache_hits_total") >= 1
+    assert delta("gpt4all_api_prompt_cache_cached_tokens_total") >= cached
+    assert delta("gpt4all_api_prompt_cache_prompt_tokens_total") == sum(
+        u["prompt_tokens"] for u in usages
+    )
+    total = value(after, "gpt4all_api_prompt_cache_prompt_tokens_total", model=TINY)
+    reused = value(after, "gpt4all_api_prompt_cache_cached_tokens_total", model=TINY)
+    ratio = value(after, "gpt4all_api_prompt_cache_hit_ratio", model=TINY)
+    assert abs(ratio - reused / total) < 1e-3
+    # /health and /v1/models show the same slots and cache counters
+    assert health["busy"] == 0
+    assert health["cache"]["cached_tokens"] == reused
+    listed = httpx.get(tiny_server.v1 + "/models/" + TINY).json()
+    assert listed["slots"] == slots
+    assert listed["cache"]["requests"] == health["cache"]["requests"]
+
+
+def test_usage_schema_has_cached_tokens() -> None:
+    """The OpenAPI document describes ``usage.prompt_tokens_details.cached_tokens``."""
+    from gpt4all_api.protocol.common import CompletionUsage
+
+    schema = CompletionUsage.model_json_schema()
+    assert "prompt_tokens_details" in schema["properties"]
+    details = schema["$defs"]["PromptTokensDetails"]["properties"]
+    assert details["cached_tokens"]["type"] == "integer"

@@ -212,5 +212,10 @@ class Engine(ABC):
     async def health(self) -> dict[str, Any]:
         return {"loaded": True}
 
+    def slots_info(self) -> dict[str, Any] | None:
+        """Model instances, their use and prompt reuse (CPU chat models), read without
+        blocking (for /metrics at scrape time); None where the engine has no slots."""
+        return None
+
     async def info(self) -> ModelInfo:
         return ModelInfo(id=self.model_id, created=0)

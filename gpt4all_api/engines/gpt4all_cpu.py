@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import ctypes
 import logging
 import threading
@@ -356,9 +357,23 @@ class Gpt4AllEngine(LocalEngine):
         starts = segment_starts(segments)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | _End] = asyncio.Queue()
+        # Events cross from the worker thread in batches: one loop wake-up (a self-pipe
+        # write, and the GIL) for all the tokens made while the loop was busy, not one each.
+        outbox: collections.deque[Event | _End] = collections.deque()
+        wake_pending = False
+
+        def drain() -> None:
+            nonlocal wake_pending
+            wake_pending = False  # before taking: an item added after this wakes us again
+            while outbox:
+                events.put_nowait(outbox.popleft())
 
         def emit(item: Event | _End) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, item)
+            nonlocal wake_pending
+            outbox.append(item)
+            if not wake_pending:
+                wake_pending = True
+                loop.call_soon_threadsafe(drain)
 
         slot = await self._acquire(key, starts)
 

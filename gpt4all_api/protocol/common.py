@@ -67,10 +67,19 @@ class SamplingFields(BaseModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+class PromptTokensDetails(BaseModel):
+    """Breakdown of the prompt tokens (OpenAI's ``prompt_tokens_details``)."""
+
+    cached_tokens: int = Field(
+        0, description="Prompt tokens reused from the model's context, not evaluated again."
+    )
+
+
 class CompletionUsage(BaseModel):
     completion_tokens: int
     prompt_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 FinishReason = Literal["stop", "length"]

@@ -84,6 +84,9 @@ class ModelListing:
             "file": f.path.name,
             "source": "local",
         }
+        slots = loaded.engine.slots_info() if loaded is not None else None
+        if slots is not None:
+            extra.update(slots)  # slots, busy, queue, threads, prompt cache hit rates
         if caps.embeddings:
             dims = getattr(loaded.engine, "dimensions", None) if loaded is not None else None
             extra["embedding_dimensions"] = dims or f.summary.embedding_length
