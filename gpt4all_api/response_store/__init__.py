@@ -12,6 +12,7 @@ from gpt4all_api.response_store.store import (
     ResponseStore,
     StoredResponse,
     database_url,
+    first_line,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "ResponseStore",
     "StoredResponse",
     "database_url",
+    "first_line",
 ]

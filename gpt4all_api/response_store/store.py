@@ -46,7 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
@@ -208,10 +208,7 @@ class ResponseStore:
 
     def problem(self, exc: BaseException) -> str:
         """One line for a database that cannot be opened: which one (password hidden), why."""
-        inner = getattr(exc, "orig", None) or exc
-        lines = str(inner).strip().splitlines()
-        why = lines[0] if lines else type(inner).__name__
-        return f"the response store {self.describe()} cannot be opened: {why}"
+        return f"the response store {self.describe()} cannot be opened: {first_line(exc)}"
 
     def _create_engine(self) -> Engine:
         if self.dialect == "sqlite":
@@ -309,7 +306,7 @@ class ResponseStore:
 
     async def prune(self) -> int:
         """Delete expired rows now (``save`` does it too); returns how many."""
-        return await self._run(self._prune)
+        return await self._run(self._prune_now)
 
     async def count(self) -> int:
         return await self._run(self._count)
@@ -346,7 +343,7 @@ class ResponseStore:
                     response=record.response,
                 )
             )
-        self._prune()
+            self._prune(conn)
         return StoredResponse(
             id=record.id,
             created_at=record.created_at,
@@ -402,26 +399,31 @@ class ResponseStore:
             items.extend(row.response.get("output", []))
         return items
 
-    def _prune(self) -> int:
+    def _prune_now(self) -> int:
+        with self._require_engine().begin() as conn:
+            return self._prune(conn)
+
+    def _prune(self, conn: Connection) -> int:
+        """Remove expired rows and the surplus over ``max_count`` (in ``conn``'s transaction:
+        a save prunes in its own)."""
         t = _responses
         removed = 0
-        with self._require_engine().begin() as conn:
-            cutoff = self._cutoff()
-            if cutoff is not None:
-                removed += conn.execute(delete(t).where(t.c.last_used_at < cutoff)).rowcount
-            if self.max_count > 0:
-                surplus = conn.execute(select(func.count()).select_from(t)).scalar_one()
-                surplus -= self.max_count
-                if surplus > 0:
-                    # Least recently used conversations first, and of one, its newest
-                    # response first, so what stays can still be continued.
-                    doomed = (
-                        select(t.c.id)
-                        .order_by(t.c.last_used_at.asc(), t.c.created_at.desc(), t.c.id.desc())
-                        .limit(surplus)
-                    )
-                    ids = list(conn.execute(doomed).scalars())
-                    removed += conn.execute(delete(t).where(t.c.id.in_(ids))).rowcount
+        cutoff = self._cutoff()
+        if cutoff is not None:
+            removed += conn.execute(delete(t).where(t.c.last_used_at < cutoff)).rowcount
+        if self.max_count > 0:
+            surplus = conn.execute(select(func.count()).select_from(t)).scalar_one()
+            surplus -= self.max_count
+            if surplus > 0:
+                # Least recently used conversations first, and of one, its newest
+                # response first, so what stays can still be continued.
+                doomed = (
+                    select(t.c.id)
+                    .order_by(t.c.last_used_at.asc(), t.c.created_at.desc(), t.c.id.desc())
+                    .limit(surplus)
+                )
+                ids = list(conn.execute(doomed).scalars())
+                removed += conn.execute(delete(t).where(t.c.id.in_(ids))).rowcount
         if removed:
             logger.debug("response store: removed %d expired responses", removed)
         return removed
@@ -486,3 +488,10 @@ def _page(
         first_id=data[0].get("id") if data else None,
         last_id=data[-1].get("id") if data else None,
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """A database error in one line: the driver's own first line (SQLAlchemy wraps it)."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return lines[0] if lines else type(inner).__name__

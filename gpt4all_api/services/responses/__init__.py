@@ -18,7 +18,6 @@ from gpt4all_api.services.responses.events import ResponseEvents, sse_frame
 from gpt4all_api.services.responses.translate import (
     chat_messages,
     chat_request,
-    chat_turns,
     input_item_resources,
     new_id,
 )
@@ -30,7 +29,6 @@ __all__ = [
     "ToolCall",
     "chat_messages",
     "chat_request",
-    "chat_turns",
     "complete_response",
     "failed_response",
     "finish_response",

@@ -62,8 +62,6 @@ def start_response(
     model: str,
     temperature: float,
     top_p: float,
-    response_id: str | None = None,
-    created_at: int | None = None,
 ) -> Response:
     """The ``in_progress`` response echoing the request's settings (resolved sampling)."""
     choice = request.tool_choice
@@ -73,8 +71,8 @@ def start_response(
     else:
         tool_choice = choice if isinstance(choice, str) else "auto"
     return Response(
-        id=response_id or new_id("resp"),
-        created_at=created_at if created_at is not None else int(time.time()),
+        id=new_id("resp"),
+        created_at=int(time.time()),
         status="in_progress",
         instructions=request.instructions,
         max_output_tokens=request.max_output_tokens,
@@ -136,16 +134,13 @@ def finish_response(
     input_tokens: int,
     output_tokens: int,
     cached_tokens: int = 0,
-    completed_at: int | None = None,
 ) -> Response:
     """``completed``, or ``incomplete`` (max_output_tokens) when generation hit its limit."""
     incomplete = finish_reason == "length"
     return base.model_copy(
         update={
             "status": "incomplete" if incomplete else "completed",
-            "completed_at": None
-            if incomplete
-            else (completed_at if completed_at is not None else int(time.time())),
+            "completed_at": None if incomplete else int(time.time()),
             "incomplete_details": IncompleteDetails(reason="max_output_tokens")
             if incomplete
             else None,

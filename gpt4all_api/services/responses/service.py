@@ -46,6 +46,7 @@ from gpt4all_api.response_store import (
     InvalidCursor,
     ResponseNotStored,
     ResponseStore,
+    first_line,
 )
 from gpt4all_api.services.admission import Admission, Ticket
 from gpt4all_api.services.disconnect import until_disconnected
@@ -67,7 +68,7 @@ from gpt4all_api.services.responses.translate import (
     chat_request,
     input_item_resources,
 )
-from gpt4all_api.services.tools import ReplyBuilder, finish_reason
+from gpt4all_api.services.tools import ReplyBuilder
 from gpt4all_api.settings import Settings
 from gpt4all_api.shutdown import ShutdownCoordinator
 
@@ -193,10 +194,9 @@ class ResponsesService:
                 raise as_responses_error(exc) from None
         request_context.note_usage(outcome.prompt_tokens, outcome.completion_tokens)
         calls = [reply.calls[i] for i in sorted(reply.calls)]
-        finish = finish_reason(outcome.finish_reason, len(calls), legacy=False)
         result = GenerationResult(
             text="".join(text),
-            finish_reason="tool_calls" if finish == "tool_calls" else outcome.finish_reason,
+            finish_reason=outcome.finish_reason,
             input_tokens=outcome.prompt_tokens,
             output_tokens=outcome.completion_tokens,
             cached_tokens=outcome.cached_tokens,
@@ -254,7 +254,7 @@ class ResponsesService:
         try:
             return await call
         except (SQLAlchemyError, OSError) as exc:
-            logger.error("response store failed: %s", _first_line(exc))
+            logger.error("response store failed: %s", first_line(exc))
             raise ServiceUnavailable(
                 "The response store is unavailable; retry the request.",
                 code="response_store_unavailable",
@@ -290,9 +290,3 @@ def as_responses_error(exc: APIError) -> APIError:
         exc.message = exc.message.replace(f"your {exc.param}", f"your {param}")
         exc.param = param
     return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc
-    lines = str(inner).strip().splitlines()
-    return lines[0] if lines else type(inner).__name__

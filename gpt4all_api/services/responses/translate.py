@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from gpt4all_api.engines.base import ChatTurn
 from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.chat import (
     ChatCompletionMessageToolCall,
@@ -177,23 +176,6 @@ def chat_messages(
                 ChatMessage(role="tool", tool_call_id=item["call_id"], content=item["output"])
             )
     return messages
-
-
-def chat_turns(messages: Sequence[ChatMessage]) -> tuple[ChatTurn, ...]:
-    """Text-only messages as engine turns (developer -> system), for engines without tools.
-
-    Raises a 400 naming ``tools`` if the conversation holds function calls or outputs.
-    """
-    turns: list[ChatTurn] = []
-    for m in messages:
-        if m.role == "tool" or m.tool_calls:
-            raise InvalidRequest(
-                "This conversation holds function calls, which need tool calling.", param="tools"
-            )
-        role = "system" if m.role == "developer" else m.role
-        content = m.content if isinstance(m.content, str) else ""
-        turns.append(ChatTurn(role=role, content=content))
-    return tuple(turns)
 
 
 def chat_request(
