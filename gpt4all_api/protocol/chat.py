@@ -122,7 +122,7 @@ class JsonSchemaFormat(BaseModel):
     model_config = REQUEST_CONFIG
 
     description: str | None = None
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    name: FunctionName
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = False
 

@@ -12,7 +12,13 @@ from gpt4all_api.engines.base import Engine
 from gpt4all_api.services.generation.choice import ChoiceOutcome, run_choice
 from gpt4all_api.services.generation.planning import ChoicePlan, Kind
 from gpt4all_api.services.sse import sse_event
-from gpt4all_api.services.tools import ContentDelta, ReplyBuilder, ToolCallDelta, delta_json
+from gpt4all_api.services.tools import (
+    ContentDelta,
+    ReplyBuilder,
+    ToolCallDelta,
+    delta_json,
+    finish_reason,
+)
 
 
 class UsageTally:
@@ -73,7 +79,9 @@ async def collect(engine: Engine, kind: Kind, model: str, plans: list[ChoicePlan
                     "index": plan.index,
                     "message": reply.message(),
                     "logprobs": None,
-                    "finish_reason": reply.finish_reason(outcome.finish_reason),
+                    "finish_reason": finish_reason(
+                        outcome.finish_reason, outcome.tool_calls, plan.tools.legacy
+                    ),
                 }
             )
     return {

@@ -57,7 +57,10 @@ async def run_choice(
                 await _maybe_await(on_tool(d))
 
     async def text_out(text: str) -> None:
-        await deliver(calls.text(text))
+        if calls.parses_text:
+            await deliver(calls.text(text))
+        else:  # the per-token path of completions and chat without tools: no detour
+            await _maybe_await(on_text(text))
 
     stop_event = threading.Event()
     matcher = StopMatcher([*request.params.stop, *engine.implicit_stops(request)])

@@ -15,32 +15,19 @@ What the generation service calls, in order:
    ``ToolCallDelta`` into a chunk's ``delta``; ``finish_reason`` maps the engine's.
 """
 
-from gpt4all_api.services.tools.parse import (
-    ContentDelta,
-    Delta,
-    ParsedCall,
-    ToolCallDelta,
-    ToolCallParser,
-    new_call_id,
-    parse_tool_calls,
-)
+from gpt4all_api.services.tools.parse import ContentDelta, ToolCallDelta
 from gpt4all_api.services.tools.request import ToolRequest, chat_turns, plan_tools
 from gpt4all_api.services.tools.result import ReplyBuilder, delta_json, finish_reason
 from gpt4all_api.services.tools.stream import ToolCallStream
 
 __all__ = [
     "ContentDelta",
-    "Delta",
-    "ParsedCall",
     "ReplyBuilder",
     "ToolCallDelta",
-    "ToolCallParser",
     "ToolCallStream",
     "ToolRequest",
     "chat_turns",
     "delta_json",
     "finish_reason",
-    "new_call_id",
-    "parse_tool_calls",
     "plan_tools",
 ]

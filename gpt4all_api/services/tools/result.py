@@ -78,6 +78,3 @@ class ReplyBuilder:
             else:
                 msg["tool_calls"] = calls
         return msg
-
-    def finish_reason(self, engine_finish: str) -> str:
-        return finish_reason(engine_finish, len(self.calls), self.tools.legacy)

@@ -35,6 +35,11 @@ class ToolCallStream:
         self._remote_calls = 0
 
     @property
+    def parses_text(self) -> bool:
+        """Whether generated text can hold calls (else ``text(t)`` is just ``t``)."""
+        return self._parser is not None
+
+    @property
     def calls(self) -> int:
         return self._parser.calls if self._parser is not None else self._remote_calls
 

@@ -62,14 +62,15 @@ def test_reply_builder_message() -> None:
             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
         }
     ]
-    assert b.finish_reason("stop") == "tool_calls"
+    assert finish_reason("stop", len(b.calls), legacy=False) == "tool_calls"
     text = ReplyBuilder(AUTO)
     text.add(ContentDelta("Hi"))
     assert text.message() == {"role": "assistant", "content": "Hi", "refusal": None}
     legacy = ReplyBuilder(LEGACY)
     legacy.add(ToolCallDelta(0, "call_a", "get_weather", "{}"))
     assert legacy.message()["function_call"] == {"name": "get_weather", "arguments": "{}"}
-    assert "tool_calls" not in legacy.message() and legacy.finish_reason("stop") == "function_call"
+    assert "tool_calls" not in legacy.message()
+    assert finish_reason("stop", len(legacy.calls), legacy=True) == "function_call"
 
 
 def test_backend_parsed_calls() -> None:
