@@ -33,8 +33,8 @@ def default_parallel() -> int:
 
 
 def default_threads() -> int:
-    """gpt4all's own default (n_threads unset): min(4, cores)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """gpt4all's own default (n_threads unset): min(4, cores), as many as slots."""
+    return default_parallel()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import collections
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -142,21 +143,21 @@ class Gpt4AllEngine(LocalEngine):
         def load_more(_: Job) -> Any:
             return _load_gpt4all(self.path, self.n_ctx, self.n_threads, False)
 
-        first = Slot(0, self.model_id)
-        self._worker = first.worker  # LocalEngine's timed load / stop on failure
-        first.model, self.metadata = await self._start_worker(load_first)
-        self._worker = None
-        slots = [first]
+        slots: list[Slot] = []
         try:
-            for i in range(1, self.serving.parallel):
+            for i in range(self.serving.parallel):
                 slot = Slot(i, self.model_id)
                 slots.append(slot)
-                slot.model = await slot.worker.run(load_more)
+                if i == 0:  # the first load is the one timed (/metrics' load seconds)
+                    started = time.perf_counter()
+                    slot.model, self.metadata = await slot.worker.run(load_first)
+                    self.load_seconds = time.perf_counter() - started
+                else:
+                    slot.model = await slot.worker.run(load_more)
         except BaseException:
             await self._close_slots(slots)
             raise
         self._slots = slots
-        self._model = first.model
         self._pool = SlotPool(slots, self.n_threads or default_threads())
         meta = self.metadata
         self.template = chat_template_from_metadata(
@@ -177,23 +178,8 @@ class Gpt4AllEngine(LocalEngine):
             else "off",
         )
 
-    async def _start_worker(self, load: Callable[[Job], Any]) -> Any:
-        """Run the first load on slot 0's worker (timed), stopping it if the load fails."""
-        import time
-
-        worker = self._worker
-        assert worker is not None
-        started = time.perf_counter()
-        try:
-            result = await worker.run(load)
-        except BaseException:
-            worker.stop()
-            raise
-        self.load_seconds = time.perf_counter() - started
-        return result
-
     async def close(self) -> None:
-        slots, self._slots, self._pool, self._model = self._slots, [], None, None
+        slots, self._slots, self._pool = self._slots, [], None
         await self._close_slots(slots)
 
     @staticmethod
@@ -380,7 +366,7 @@ class Gpt4AllEngine(LocalEngine):
         def run(job: Job) -> None:
             try:
                 self._generate(
-                    slot, job, segments, starts, request, emit, stop or threading.Event()
+                    slot, job, segments, key, starts, request, emit, stop or threading.Event()
                 )
             except BaseException as exc:
                 emit(_End(exc))
@@ -409,12 +395,14 @@ class Gpt4AllEngine(LocalEngine):
         slot: Slot,
         job: Job,
         segments: list[Segment],
+        key: bytes,
         starts: set[int],
         request: GenerationRequest,
         emit: Any,
         stop: threading.Event,
     ) -> None:
-        """Runs on the slot's worker thread: one generation, events pushed to the loop."""
+        """Runs on the slot's worker thread: one generation, events pushed to the loop
+        (``key`` and ``starts``: the prompt's cache key and its calls' starts)."""
         lm = slot.model.model
         cache = slot.cache
         caching = self.serving.prompt_cache
@@ -433,7 +421,6 @@ class Gpt4AllEngine(LocalEngine):
             context_erase=0.75,
             reset_context=True,
         )
-        key = prompt_key(segments)
         start = (
             cache.match(key, starts, self.serving.prompt_cache_exact)
             if caching

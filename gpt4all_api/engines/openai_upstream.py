@@ -37,6 +37,7 @@ from gpt4all_api.engines.remote import (
     map_finish,
     overloaded,
     parse_event,
+    stream_error_kind,
 )
 from gpt4all_api.errors import APIError, ContextLengthExceeded, InvalidRequest, UpstreamError
 
@@ -44,7 +45,13 @@ from gpt4all_api.errors import APIError, ContextLengthExceeded, InvalidRequest, 
 #: own end and usage before the connection is dropped.
 _DRAIN_AFTER_STOP = 32
 #: Error types of in-stream errors that mean a bad request / an overloaded upstream.
-_INVALID = {"invalid_request_error", "validation", "BadRequestError"}
+_INVALID = {
+    "invalid_request_error",
+    "validation",
+    "template_error",
+    "tool_error",
+    "BadRequestError",
+}
 _OVERLOADED = {"overloaded", "requests", "rate_limit_error", "RateLimitError"}
 
 
@@ -161,16 +168,13 @@ class OpenAiUpstreamEngine(RemoteEngine):
     def event_error(self, obj: dict[str, Any], started: bool, prompt_param: str) -> APIError:
         message, body = body_message(json.dumps(obj).encode())
         error = obj.get("error")
-        if isinstance(error, dict) and "http_status_code" in error:
-            # TGI 3.x's Messages API: {"message", "http_status_code": 422} for every kind;
-            # the kind is in the message
-            validation = str(error.get("message", "")).startswith("Input validation error")
-            kind, code = ("validation" if validation else None), error["http_status_code"]
-            code = code if code == 429 else None
+        tgi_kind = stream_error_kind(obj)  # TGI's shapes (a TGI behind GPU_BACKEND=openai)
+        if tgi_kind is not None:
+            kind, code = tgi_kind, None
         elif isinstance(error, dict):  # OpenAI, vLLM ({"type": "BadRequestError", "code": 400})
             kind, code = error.get("type"), error.get("code")
-        else:  # TGI's Messages API: {"error": "...", "error_type": "validation"}
-            kind, code = obj.get("error_type"), None
+        else:
+            kind, code = None, None
         if not started and (kind in _INVALID or code in (400, 422, "400", "422")):
             return self.bad_request(message, body, prompt_param)
         if not started and (kind in _OVERLOADED or code in (429, "429", "rate_limit_exceeded")):

@@ -202,6 +202,34 @@ def body_message(raw: bytes) -> tuple[str, dict[str, Any]]:
     return (text[:500] or "no details"), {}
 
 
+#: How TGI's errors begin (``InferError``'s messages), by its ``error_type``.
+_TGI_ERROR_PREFIXES = (
+    ("Input validation error", "validation"),
+    ("Model is overloaded", "overloaded"),
+    ("Template error", "template_error"),
+    ("Missing template", "template_error"),
+    ("Tool error", "tool_error"),
+)
+
+
+def stream_error_kind(obj: dict[str, Any]) -> str | None:
+    """TGI's ``error_type`` of an error event inside a 200 stream, in either of its shapes:
+    ``/generate_stream``'s ``{"error": str, "error_type": str}``, or the Messages API's
+    (TGI 3.x) OpenAI-like ``{"error": {"message", "http_status_code"}}``, which sends 422
+    for every kind: there the kind is in the message, which starts with TGI's own wording.
+    None for other shapes (an OpenAI-compatible upstream's ``{"error": {"type", ...}}``)."""
+    error = obj.get("error")
+    if isinstance(error, dict):
+        if "http_status_code" not in error:
+            return None
+        if error["http_status_code"] == 429:
+            return "overloaded"
+        message = str(error.get("message", ""))
+        return next((k for p, k in _TGI_ERROR_PREFIXES if message.startswith(p)), None)
+    kind = obj.get("error_type")
+    return kind if isinstance(kind, str) else None
+
+
 def map_finish(reason: Any) -> FinishReason:
     """TGI's ``length``/``eos_token``/``stop_sequence`` and OpenAI's reasons -> ours."""
     return "length" if reason == "length" else "stop"

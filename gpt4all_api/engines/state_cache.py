@@ -17,6 +17,7 @@ not hold, so the worst case is evaluating again.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 import threading
@@ -33,7 +34,9 @@ logger = logging.getLogger(__name__)
 MIN_SAVE_TOKENS = 64
 
 
+@functools.cache
 def _c_api() -> Any:
+    """The state functions of the C library, typed (once)."""
     from gpt4all._pyllmodel import llmodel
 
     llmodel.llmodel_get_state_size.argtypes = [ctypes.c_void_p]
@@ -180,8 +183,7 @@ def restore(lm: Any, saved: SavedContext, boundary: Boundary) -> bool:
     if words is None or (words[3] - words[1]) // 4 < n:
         return False
     api = _c_api()
-    buf = ctypes.create_string_buffer(saved.data, len(saved.data))
-    api.llmodel_restore_state_data(lm.model, buf)
+    api.llmodel_restore_state_data(lm.model, saved.data)  # read only: no copy needed
     ctypes.memmove(words[1], saved.tokens.buffer_info()[0], n * 4)
     words[2] = words[1] + 4 * n
     lm.context.tokens_size = n

@@ -49,6 +49,7 @@ from gpt4all_api.engines.remote import (
     map_finish,
     overloaded,
     parse_event,
+    stream_error_kind,
 )
 from gpt4all_api.errors import APIError, ContextLengthExceeded, InvalidRequest, UpstreamError
 
@@ -66,14 +67,6 @@ _PARAM_NAMES = {
     "frequency_penalty": "frequency_penalty",
 }
 _BACKTICKED = re.compile(r"`(\w+)`")
-#: How TGI's errors begin (``InferError``'s messages), by its ``error_type``.
-_ERROR_PREFIXES = (
-    ("Input validation error", "validation"),
-    ("Model is overloaded", "overloaded"),
-    ("Template error", "template_error"),
-    ("Missing template", "template_error"),
-    ("Tool error", "tool_error"),
-)
 
 
 def generate_parameters(p: SamplingParams) -> dict[str, Any]:
@@ -270,16 +263,9 @@ class TgiEngine(RemoteEngine):
         request (a validation failure is a 400; over the context, ``context_length_exceeded``).
         """
         error = obj.get("error")
-        if isinstance(error, dict):
-            # this shape carries a status (422 for every kind), not TGI's error_type: the kind
-            # is in the message, which starts with InferError's own wording
-            message = str(error.get("message") or "unknown error")
-            kind = next((k for p, k in _ERROR_PREFIXES if message.startswith(p)), None)
-            if error.get("http_status_code") == 429:
-                kind = "overloaded"
-        else:
-            message = str(error or "unknown error")
-            kind = obj.get("error_type")
+        raw = error.get("message") if isinstance(error, dict) else error
+        message = str(raw or "unknown error")
+        kind = stream_error_kind(obj)
         if not started and kind in ("validation", "template_error", "tool_error"):
             return self.bad_request(message, obj, prompt_param)
         if not started and kind == "overloaded":
