@@ -40,6 +40,9 @@ from gpt4all_api.structured.grammar import (
 )
 
 Stack = tuple["Frame", "Stack"] | None
+#: The configurations the text so far can be in, in a fixed order (repairs that tie are
+#: decided by it, so that the same reply always gets the same repair).
+Configs = tuple[Stack, ...]
 #: Whitespace characters accepted in a row where the model chooses.
 MAX_WHITESPACE = 8
 #: Characters of one number (a model that never stops writing digits is cut here).
@@ -84,7 +87,8 @@ class Frame:
         return ""
 
     # composite frames
-    def expand(self, rest: Stack) -> list[Stack]:
+    def expand(self, rest: Stack, text: str) -> list[Stack]:
+        """``text``: the reply so far (arrays compare their items)."""
         raise NotImplementedError
 
     def min_left(self, memo: dict[int, int]) -> int:
@@ -448,7 +452,7 @@ class NodeK(Frame):
     node: Node
     composite = True
 
-    def expand(self, rest: Stack) -> list[Stack]:
+    def expand(self, rest: Stack, text: str) -> list[Stack]:
         return start(self.node, rest)
 
     def min_left(self, memo: dict[int, int]) -> int:
@@ -461,7 +465,7 @@ class SeqK(Frame):
     i: int
     composite = True
 
-    def expand(self, rest: Stack) -> list[Stack]:
+    def expand(self, rest: Stack, text: str) -> list[Stack]:
         items = self.node.items
         after = rest if self.i + 1 >= len(items) else (SeqK(self.node, self.i + 1), rest)
         return start(items[self.i], after)
@@ -477,25 +481,43 @@ def _choice(options: list[Stack]) -> list[Stack]:
     return [(WsF(), s) for s in options]
 
 
+#: Identical string, object or array items in a row after which an array is closed (a
+#: small model repeating itself would otherwise fill the array up to its limit).
+LOOP_ITEMS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class ArrK(Frame):
-    """After ``[`` (``count`` 0) or after item ``count``."""
+    """After ``[`` (``count`` 0) or after item ``count``, which began at ``start`` in the
+    reply; ``recent``: the texts of the items before it."""
 
     node: Arr
     count: int
+    start: int = 0
+    recent: tuple[str, ...] = ()
     composite = True
 
-    def expand(self, rest: Stack) -> list[Stack]:
+    def expand(self, rest: Stack, text: str) -> list[Stack]:
         node = self.node
         limit = node.max_items if node.max_items is not None else node.cap
+        recent = self.recent
+        if self.count:
+            item = text[self.start :].lstrip(" \t\n\r,")[:_ITEM_KEEP]
+            recent = (*recent[-(LOOP_ITEMS - 1) :], item)
+        looping = (
+            len(recent) == LOOP_ITEMS
+            and len(set(recent)) == 1
+            and recent[0][:1] in ('"', "{", "[")
+            and self.count >= node.min_items
+        )
         options: list[Stack] = []
-        if limit is None or self.count < limit:
-            after: Stack = (ArrK(node, self.count + 1), rest)
-            item: Stack = (NodeK(node.item), after)
-            options.append(item if self.count == 0 else (LitF(", "), item))
+        if (limit is None or self.count < limit) and not looping:
+            after: Stack = (ArrK(node, self.count + 1, len(text), recent), rest)
+            item_start: Stack = (NodeK(node.item), after)
+            options.append(item_start if self.count == 0 else (LitF(", "), item_start))
         if self.count >= node.min_items:
             capped = node.max_items is None and limit is not None and self.count >= limit
-            options.append((LitF("]", cap=capped), rest))
+            options.append((LitF("]", cap=capped or looping), rest))
         return _choice(options)
 
     def min_left(self, memo: dict[int, int]) -> int:
@@ -517,7 +539,7 @@ class ObjK(Frame):
     written: bool
     composite = True
 
-    def expand(self, rest: Stack) -> list[Stack]:
+    def expand(self, rest: Stack, text: str) -> list[Stack]:
         options: list[Stack] = []
         props = self.node.props
         for j in range(self.idx, len(props)):
@@ -546,7 +568,7 @@ class MapK(Frame):
     count: int
     composite = True
 
-    def expand(self, rest: Stack) -> list[Stack]:
+    def expand(self, rest: Stack, text: str) -> list[Stack]:
         options: list[Stack] = []
         if self.count < self.node.cap:
             after: Stack = (MapK(self.node, self.count + 1), rest)
@@ -563,6 +585,7 @@ class MapK(Frame):
 
 
 _KEY = Str()
+_ITEM_KEEP = 256
 
 
 def start(node: Node, rest: Stack) -> list[Stack]:
@@ -592,34 +615,36 @@ def start(node: Node, rest: Stack) -> list[Stack]:
     raise TypeError(f"not a grammar node: {node!r}")
 
 
-def _closure(stack: Stack, out: set[Stack], depth: int = 0) -> None:
-    """Add the configurations ``stack`` stands for: composites expanded, frames that may
-    end also popped."""
+def _closure(stack: Stack, out: dict[Stack, None], text: str, depth: int = 0) -> None:
+    """Add the configurations ``stack`` stands for after ``text``: composites expanded,
+    frames that may end also popped."""
     if depth > _MAX_EXPANSION:
         return
     if stack is None:
-        out.add(None)
+        out[None] = None
         return
     frame, rest = stack
     if frame.composite:
-        for s in frame.expand(rest):
-            _closure(s, out, depth + 1)
+        for s in frame.expand(rest, text):
+            _closure(s, out, text, depth + 1)
         return
     if frame.alive:
-        out.add(stack)
+        out[stack] = None
     if frame.can_end:
-        _closure(rest, out, depth + 1)
+        _closure(rest, out, text, depth + 1)
 
 
-def _closed(stacks: Iterable[Stack]) -> frozenset[Stack]:
-    out: set[Stack] = set()
+def _closed(stacks: Iterable[Stack], text: str) -> Configs:
+    out: dict[Stack, None] = {}
     for s in stacks:
-        _closure(s, out)
-    return frozenset(out)
+        _closure(s, out, text)
+    return tuple(out)
 
 
-def _advance(configs: frozenset[Stack], c: str) -> frozenset[Stack]:
-    out: set[Stack] = set()
+def _advance(configs: Configs, text: str) -> Configs:
+    """The configurations after the last character of ``text`` (the reply so far)."""
+    c = text[-1]
+    out: dict[Stack, None] = {}
     for stack in configs:
         if stack is None:
             continue
@@ -627,18 +652,18 @@ def _advance(configs: frozenset[Stack], c: str) -> frozenset[Stack]:
         r = frame.step(c)
         if r is None:
             continue
-        _closure(rest if r is FINISHED else (r, rest), out)  # type: ignore[arg-type]
-    return frozenset(out)
+        _closure(rest if r is FINISHED else (r, rest), out, text)  # type: ignore[arg-type]
+    return tuple(out)
 
 
-def _follow(configs: frozenset[Stack], text: str) -> tuple[int, frozenset[Stack]]:
-    """How many characters of ``text`` the grammar takes from ``configs``, and where to."""
-    for i, c in enumerate(text):
-        nxt = _advance(configs, c)
+def _follow(configs: Configs, text: str, more: str) -> tuple[int, Configs]:
+    """How many characters of ``more`` the grammar takes after ``text``, and where to."""
+    for i in range(len(more)):
+        nxt = _advance(configs, text + more[: i + 1])
         if not nxt:
             return i, configs
         configs = nxt
-    return len(text), configs
+    return len(more), configs
 
 
 def _stack_min(stack: Stack, memo: dict[int, int]) -> int:
@@ -666,7 +691,8 @@ class Matcher:
     """The configurations of one reply; ``advance`` is its only way forward."""
 
     def __init__(self, root: Node) -> None:
-        self.configs: frozenset[Stack] = _closed(start(root, None))
+        self.text = ""  # the reply so far
+        self.configs: Configs = _closed(start(root, None), "")
         self._memo: dict[int, int] = {}
         if not self.configs:
             raise ValueError("the grammar accepts nothing")
@@ -679,25 +705,19 @@ class Matcher:
     @property
     def done(self) -> bool:
         """Complete, and nothing could follow."""
-        return self.configs == frozenset({None})
+        return self.configs == (None,)
 
     def accepts(self, c: str) -> bool:
-        return bool(_advance(self.configs, c))
+        return bool(_advance(self.configs, self.text + c))
 
     def advance(self, c: str) -> bool:
         """Consume ``c`` if the grammar allows it here (else nothing changes)."""
-        nxt = _advance(self.configs, c)
+        nxt = _advance(self.configs, self.text + c)
         if not nxt:
             return False
         self.configs = nxt
+        self.text += c
         return True
-
-    def advance_text(self, text: str) -> int:
-        """Consume as much of ``text`` as allowed; the number of characters taken."""
-        for i, c in enumerate(text):
-            if not self.advance(c):
-                return i
-        return len(text)
 
     def _single_next(self) -> tuple[str, bool, bool] | None:
         """The one character that must come next (with its special and cap flags), or
@@ -730,7 +750,8 @@ class Matcher:
         caps = 0
         while (nxt := self._single_next()) is not None:
             c, special, cap = nxt
-            self.configs = _advance(self.configs, c)
+            self.text += c
+            self.configs = _advance(self.configs, self.text)
             caps += cap
             if runs and runs[-1][1] == special:
                 runs[-1][0] += c
@@ -749,16 +770,16 @@ class Matcher:
         otherwise one character towards the nearest complete reply (close a string, an
         array; the shortest enum member). Raises ValueError when nothing can be written.
         """
-        best: tuple[int, int, int, str, frozenset[Stack]] | None = None
-        options: list[tuple[str, frozenset[Stack], str]] = []
+        best: tuple[int, int, int, str, Configs] | None = None
+        options: list[tuple[str, Configs, str]] = []
         for c in self._repair_candidates():
-            nxt = _advance(self.configs, c)
+            nxt = _advance(self.configs, self.text + c)
             if nxt:
                 options.append((c, nxt, intent))
         if len(intent) > 1:
             options.append(("", self.configs, intent[1:]))  # drop the refused character
         for order, (written, configs, follow) in enumerate(options):
-            taken, after = _follow(configs, follow)
+            taken, after = _follow(configs, self.text + written, follow)
             if not written and not taken:
                 continue
             cost = min(_stack_min(st, self._memo) for st in configs)
@@ -768,6 +789,7 @@ class Matcher:
         if best is None:
             raise ValueError("nothing can be written here")
         self.configs = best[4]
+        self.text += best[3]
         return best[3]
 
     def _repair_candidates(self) -> Iterator[str]:

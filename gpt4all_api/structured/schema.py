@@ -62,19 +62,23 @@ ANNOTATIONS = frozenset(
     }
 )  # fmt: skip
 #: ``format`` values held exactly (as regular expressions over the string's content).
+_DATE = (  # years 1000-9999; a day each month has (29 February left out: not every year)
+    r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
 FORMATS = {
-    "date": r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])",
+    "date": _DATE,
     "time": (
         r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
         r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?"
     ),
     "date-time": (
-        r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-        r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+        _DATE + r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
         r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
     ),
     "uuid": (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
 }
+_DEFINITIONS = frozenset({"$defs", "definitions"})
 _TYPES = ("string", "integer", "number", "boolean", "null", "object", "array")
 #: Nesting of free-form values (``{}``, ``json_object``) at most.
 ANY_DEPTH = 8
@@ -104,7 +108,7 @@ def compile_schema(schema: Any, *, strict: bool, limits: Limits = Limits()) -> N
 
 class _Compiler:
     def __init__(self, root: Any, strict: bool, limits: Limits) -> None:
-        if not isinstance(root, dict):
+        if not isinstance(root, dict | bool):
             raise SchemaError("#", "a schema must be a JSON object")
         self.root = root
         self.strict = strict
@@ -194,7 +198,7 @@ class _Compiler:
         target = schema["$ref"]
         if not isinstance(target, str) or not target.startswith("#"):
             raise SchemaError(f"{path}/$ref", "only references inside the schema ('#/...')")
-        siblings = {k for k in schema if k not in ANNOTATIONS and k != "$ref"}
+        siblings = {k for k in schema if k not in ANNOTATIONS | _DEFINITIONS and k != "$ref"}
         if siblings and self.strict:
             raise SchemaError(
                 f"{path}/$ref", f"'$ref' beside {', '.join(sorted(siblings))} is not supported"
@@ -328,12 +332,12 @@ class _Compiler:
         if prefix is not None:
             if not isinstance(prefix, list) or not prefix:
                 raise SchemaError(f"{path}/prefixItems", "'prefixItems' must be a non-empty list")
-            if items is not False:
-                raise SchemaError(
-                    f"{path}/prefixItems", "'prefixItems' is supported with 'items': false"
-                )
             if not low <= len(prefix) <= (high if high is not None else len(prefix)):
-                raise SchemaError(path, "'minItems'/'maxItems' conflict with 'prefixItems'")
+                raise SchemaError(
+                    path, "'minItems'/'maxItems' conflict with 'prefixItems' (written exactly)"
+                )
+            if isinstance(items, dict):
+                self.node(items, f"{path}/items")  # checked, never written
             parts: list[Node] = [Lit("[")]
             for i, sub in enumerate(prefix):
                 if i:
