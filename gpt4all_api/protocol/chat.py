@@ -11,6 +11,7 @@ from gpt4all_api.protocol.common import (
     CompletionUsage,
     SamplingFields,
 )
+from gpt4all_api.protocol.strings import TextChecked
 
 #: OpenAI: "a-z, A-Z, 0-9, underscores and dashes, with a maximum length of 64".
 FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -137,7 +138,7 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaFormat | None = None
 
 
-class CreateChatCompletionRequest(SamplingFields):
+class CreateChatCompletionRequest(SamplingFields, TextChecked):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     model: str = Field(min_length=1, max_length=512)
     logprobs: bool | None = False

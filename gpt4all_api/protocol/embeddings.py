@@ -7,9 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from gpt4all_api.protocol.common import REQUEST_CONFIG
+from gpt4all_api.protocol.strings import TextChecked
 
 
-class CreateEmbeddingRequest(BaseModel):
+class CreateEmbeddingRequest(TextChecked):
     model_config = REQUEST_CONFIG
 
     input: str | list[str] | list[int] | list[list[int]] = Field(

@@ -49,6 +49,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from gpt4all_api.protocol.strings import scrub
+
 if TYPE_CHECKING:
     from gpt4all_api.settings import Settings
 
@@ -364,8 +366,9 @@ class ResponseStore:
             id=row.id,
             created_at=row.created_at,
             model=row.model,
-            response=row.response,
-            input_items=row.input_items,
+            # rows stored before requests were checked may hold lone surrogates
+            response=scrub(row.response),
+            input_items=scrub(row.input_items),
             previous_response_id=row.previous_response_id,
             ancestors=tuple(row.ancestors),
         )
@@ -397,7 +400,7 @@ class ResponseStore:
                 raise ResponseNotStored(rid)
             items.extend(row.input_items)
             items.extend(row.response.get("output", []))
-        return items
+        return scrub(items)
 
     def _prune_now(self) -> int:
         with self._require_engine().begin() as conn:
