@@ -143,8 +143,9 @@ class CreateChatCompletionRequest(SamplingFields, TextChecked):
     model: str = Field(min_length=1, max_length=512)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_tokens: int | None = Field(None, ge=0, description="Deprecated by OpenAI; still honoured.")
-    max_completion_tokens: int | None = Field(None, ge=0)
+    # at least 1, as OpenAI: 0 would answer nothing (completions allow 0 for echo alone)
+    max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI; still honoured.")
+    max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
     tools: list[ChatCompletionTool] | None = None
     tool_choice: ToolChoiceOption | None = None
