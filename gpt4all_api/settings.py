@@ -178,6 +178,15 @@ class Settings(BaseSettings):
         "continued (0: kept until deleted or pushed out by RESPONSES_MAX_COUNT).",
     )
 
+    response_store_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds one operation of the response store may take (waiting for a "
+        "connection included); then the request fails with 503 response_store_unavailable "
+        "(a stream with its error event). Bounds a hung or unreachable database.",
+    )
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _empty_url_is_unset(cls, v: Any) -> Any:

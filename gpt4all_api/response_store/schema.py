@@ -33,6 +33,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 TABLE_NAME = "gpt4all_api_responses"
@@ -98,9 +100,8 @@ def _add_columns(conn: Connection) -> None:
 
 
 def _salt(conn: Connection) -> str:
-    found = conn.execute(select(meta.c.value).where(meta.c.name == _SALT_NAME)).scalar()
-    if found is not None:
-        return str(found)
-    salt = secrets.token_hex(32)
-    conn.execute(meta.insert().values(name=_SALT_NAME, value=salt))
-    return salt
+    """The salt, written by whichever process gets there first."""
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    fresh = {"name": _SALT_NAME, "value": secrets.token_hex(32)}
+    conn.execute(insert(meta).values(fresh).on_conflict_do_nothing(index_elements=["name"]))
+    return str(conn.execute(select(meta.c.value).where(meta.c.name == _SALT_NAME)).scalar_one())

@@ -4,7 +4,9 @@ Why a synchronous SQLAlchemy engine run on a small thread pool rather than SQLAl
 asyncio extension: the same code and drivers serve both databases (SQLite's driver is
 blocking anyway; aiosqlite only wraps it in a thread), no greenlet dependency, and the
 pool bounds how many connections one replica opens. Every call is a short indexed query,
-so a few threads are plenty and the event loop never waits on the database.
+so a few threads are plenty and the event loop never waits on the database. Every call
+ends within ``timeout`` seconds (``StoreTimeout`` after that), also when the database
+hangs: see ``bounded``.
 
 One table (``schema``), one row per stored response: its ``Response`` JSON, its input
 items, the ids of the responses before it (``ancestors``, oldest first) so ``history``
@@ -26,7 +28,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -46,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 
 from gpt4all_api.protocol.strings import scrub
+from gpt4all_api.response_store.bounded import BoundedRunner, postgres_connect_args
 from gpt4all_api.response_store.schema import prepare, responses
 
 if TYPE_CHECKING:
@@ -56,6 +58,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SQLITE_FILE_NAME = "responses.sqlite3"
+#: Seconds start-up may wait for the database: creating or migrating the schema may wait
+#: for another replica doing it (PostgreSQL's advisory lock).
+START_TIMEOUT = 60.0
 _DAY = 86400.0
 _responses = responses
 
@@ -122,7 +127,8 @@ class ResponseStore:
     """Stored responses; every method is a coroutine that runs its query off the loop.
 
     ``max_count`` and ``max_age_days`` bound the store (0: no bound). Expired rows are
-    invisible to reads at once and deleted on the next write.
+    invisible to reads at once and deleted on the next write. ``timeout``: seconds a call
+    may take (waiting for a thread and a connection included).
     """
 
     def __init__(
@@ -132,15 +138,17 @@ class ResponseStore:
         max_count: int = 0,
         max_age_days: float = 0.0,
         workers: int = 4,
+        timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = make_url(normalize_url(url))
         self.max_count = max_count
         self.max_age_days = max_age_days
+        self.timeout = timeout
         self._workers = workers
         self._clock = clock
         self._engine: Engine | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._runner: BoundedRunner | None = None
         self._salt: bytes | None = None
 
     @classmethod
@@ -149,6 +157,7 @@ class ResponseStore:
             database_url(settings),
             max_count=settings.responses_max_count,
             max_age_days=settings.responses_max_age_days,
+            timeout=settings.response_store_timeout,
         )
 
     @property
@@ -163,20 +172,21 @@ class ResponseStore:
 
     async def start(self) -> None:
         """Connect and create the table if missing (idempotent, safe across processes)."""
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="response-store")
+        self._runner = BoundedRunner(self._workers, self.timeout)
         self._engine = self._create_engine()
         try:
-            self._salt = bytes.fromhex(await self._run(prepare, self._engine))
+            salt = await self._runner.run(prepare, self._engine, timeout=START_TIMEOUT)
+            self._salt = bytes.fromhex(salt)
         except BaseException:
             await self.close()
             raise
         logger.info("response store: %s", self.describe())
 
     async def close(self) -> None:
-        engine, executor = self._engine, self._executor
-        self._engine = self._executor = None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        engine, runner = self._engine, self._runner
+        self._engine, self._runner = None, None
+        if runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, runner.shutdown)
         if engine is not None:
             engine.dispose()
 
@@ -201,21 +211,25 @@ class ResponseStore:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
                 self._url,
-                connect_args={"check_same_thread": False, "timeout": 30},
+                # a file locked by another process: wait at most as long as a call may
+                connect_args={"check_same_thread": False, "timeout": self.timeout},
                 pool_size=self._workers,
                 max_overflow=0,
+                pool_timeout=self.timeout,
             )
-            event.listen(engine, "connect", _sqlite_pragmas)
+            busy_ms = max(1, round(self.timeout * 1000))
+            event.listen(engine, "connect", lambda conn, _: _sqlite_pragmas(conn, busy_ms))
             return engine
-        # A database that does not answer fails start-up instead of hanging it.
-        connect = {} if "connect_timeout" in self._url.query else {"connect_timeout": 10}
-        return create_engine(
+        engine = create_engine(
             self._url,
-            connect_args=connect,
+            connect_args=postgres_connect_args(self._url, self.timeout),
             pool_size=self._workers,
             max_overflow=0,
-            pool_pre_ping=True,
+            pool_timeout=self.timeout,
         )
+        if self._runner is not None:
+            self._runner.watch(engine)  # also pings each connection it hands out
+        return engine
 
     def _require_engine(self) -> Engine:
         if self._engine is None:
@@ -223,9 +237,9 @@ class ResponseStore:
         return self._engine
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+        if self._runner is None:
             raise RuntimeError("ResponseStore.start() has not been awaited")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._runner.run(fn, *args)
 
     # --- the interface ------------------------------------------------------------------------
 
@@ -429,11 +443,11 @@ def _owned(owner: str | None) -> ColumnElement[bool]:
     return true() if owner is None else _responses.c.owner == owner
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, busy_ms: int) -> None:
     """WAL lets readers run beside a writer (several workers or processes on one file)."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # Switching to WAL needs the file to itself and may answer "database is locked"
         # without waiting while another process opens it at the same moment: retry.
         for attempt in range(50):
