@@ -103,7 +103,11 @@ def _install_middleware(app: FastAPI, services: AppServices) -> None:
     keys = settings.all_api_keys()
     install_openapi(app, auth=bool(keys))
     # add_middleware wraps: the last added runs first.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.request_read_timeout,
+    )
     if keys:
         public = ["/metrics"] if settings.metrics_public else []
         app.add_middleware(APIKeyMiddleware, keys=keys, extra_public=public)

@@ -281,6 +281,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         2 * 1024 * 1024, ge=1024, description="Largest request body in bytes (more: 413)."
     )
+    request_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's headers (from its first byte), "
+        "and again its body; then 408 request_timeout and the connection is closed.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most open client connections; a request on one beyond them is answered "
+        "503 too_many_connections and its connection closed. Keep it below the process's "
+        "open-file limit (ulimit -n).",
+    )
     max_stop_length: int = Field(
         256, ge=1, le=4096, description="Longest stop sequence, in characters."
     )
