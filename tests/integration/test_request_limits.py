@@ -38,6 +38,8 @@ CHAT = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tok
         ),
         ("/completions", {**COMPLETION, "n": 3}, "n", "at most 2"),
         ("/chat/completions", {**CHAT, "n": 3}, "n", "at most 2"),
+        ("/chat/completions", {**CHAT, "n": 1000}, "n", "'n' must be at most 2."),  # same words
+        ("/completions", {**COMPLETION, "n": 129}, "n", "'n' must be at most 2."),
         ("/completions", {**COMPLETION, "prompt": ["a", "b", "c", "d"]}, "prompt", "at most 3"),
         ("/completions", {**COMPLETION, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
         ("/chat/completions", {**CHAT, "stop": ["123456789"]}, "stop", "at most 8"),

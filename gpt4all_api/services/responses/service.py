@@ -181,7 +181,7 @@ class ResponsesService:
             )
             (plan,) = plan_chat(chat_request(body, messages), self.settings)
         except APIError as exc:
-            raise as_responses_error(exc) from None
+            raise as_responses_error(exc, instructions=bool(body.instructions)) from None
         return _Planned(body, items, plan, owner)
 
     async def _admit(self, engine: Engine) -> Ticket:
@@ -296,11 +296,16 @@ def responses_param(param: str | None) -> str | None:
     return _CHAT_PARAMS.get(param, param.replace(".function.", "."))
 
 
-def as_responses_error(exc: APIError) -> APIError:
+def as_responses_error(exc: APIError, *, instructions: bool = False) -> APIError:
     """The chat machinery's error, naming the Responses parameter (``input``, not
-    ``messages``: a prompt over the context is 400 ``context_length_exceeded``/``input``)."""
+    ``messages``: a prompt over the context is 400 ``context_length_exceeded``/``input``;
+    with ``instructions``, the first message is theirs: ``instructions``)."""
     param = responses_param(exc.param)
+    if instructions and exc.param is not None and exc.param.startswith("messages[0]"):
+        param = "instructions"
     if param != exc.param and exc.param is not None:
-        exc.message = exc.message.replace(f"your {exc.param}", f"your {param}")
+        exc.message = exc.message.replace(f"your {exc.param}", f"your {param}").replace(
+            f"'{exc.param}'", f"'{param}'"
+        )
         exc.param = param
     return exc
