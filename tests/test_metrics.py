@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpt4all_api.app import create_app
 from gpt4all_api.settings import Settings
+from tests.support.hardening_fixtures import model_env
 from tests.support.server import Server, run_server
 
 TINY = "tiny-test-model"
@@ -128,7 +129,7 @@ def test_saved_contexts_are_reported_before_the_first_save(
 ) -> None:
     """A fresh server reports its (empty) saved-context store, not null, on /health and
     /metrics; with STATE_CACHE_MB=0 there is none to report."""
-    env = {"MODELS_DIR": str(tiny_models_dir), "MODEL": TINY, "EMBEDDING_MODEL": ""}
+    env = model_env(tiny_models_dir)
     with run_server(env, tmp_path / "server.log") as server:
         health = httpx.get(server.base_url + "/health").json()["models"][TINY]
         assert health["saved_contexts"]["entries"] == 0

@@ -16,6 +16,7 @@ import pytest
 
 from gpt4all_api.response_store import ResponseStore, StoredResponse
 from tests.support.fixtures import TINY
+from tests.support.hardening_fixtures import model_env
 from tests.support.server import Server, run_server
 
 BAD = "x\ud800y"
@@ -140,14 +141,8 @@ EMBEDDING_CASES: list[tuple[dict[str, Any], str]] = [
 @pytest.fixture(scope="module")
 def server(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     d = tmp_path_factory.mktemp("surrogates-server")
-    env = {
-        "MODELS_DIR": str(tiny_models_dir),
-        "MODEL": TINY,
-        "EMBEDDING_MODEL": "",
-        "N_THREADS": "1",
-        "N_CTX": "1024",  # the generic tool prompt of the clean requests fits
-        "DATA_DIR": str(d / "data"),
-    }
+    # n_ctx: the generic tool prompt of the clean requests fits
+    env = model_env(tiny_models_dir, n_ctx=1024, data_dir=d / "data")
     with run_server(env, d / "server.log") as s:
         yield s
 
@@ -250,15 +245,7 @@ def test_responses_stored_with_a_lone_surrogate_before_are_readable(
         await store.close()
 
     asyncio.run(seed())
-    env = {
-        "MODELS_DIR": str(tiny_models_dir),
-        "MODEL": TINY,
-        "EMBEDDING_MODEL": "",
-        "N_THREADS": "1",
-        "N_CTX": "256",
-        "DATA_DIR": str(data),
-    }
-    with run_server(env, tmp_path / "server.log") as s:
+    with run_server(model_env(tiny_models_dir, data_dir=data), tmp_path / "server.log") as s:
         got = httpx.get(f"{s.v1}/responses/resp_old", timeout=30)
         assert got.status_code == 200, got.text
         assert got.json()["metadata"] == {"k": "x\ufffdy"}

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.fixtures import TINY
+from tests.support.hardening_fixtures import model_env
 from tests.support.postgres import PostgresServer, paused
 from tests.support.server import Server, run_server
 
@@ -28,15 +29,9 @@ SLACK = 2.5
 
 @pytest.fixture
 def server(tiny_models_dir: Path, postgres_url: str, tmp_path: Path) -> Iterator[Server]:
-    env = {
-        "MODELS_DIR": str(tiny_models_dir),
-        "MODEL": TINY,
-        "EMBEDDING_MODEL": "",
-        "N_THREADS": "1",
-        "N_CTX": "256",
-        "DATABASE_URL": postgres_url,
-        "RESPONSE_STORE_TIMEOUT": str(STORE_TIMEOUT),
-    }
+    env = model_env(
+        tiny_models_dir, database_url=postgres_url, response_store_timeout=STORE_TIMEOUT
+    )
     with run_server(env, tmp_path / "server.log") as s:
         yield s
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.support.fixtures import TINY
+from tests.support.hardening_fixtures import model_env
 from tests.support.server import Server, run_server
 
 KEY_A = "sk-tenant-a-0123456789abcdef"
@@ -23,15 +24,7 @@ KEY_B = "sk-tenant-b-fedcba9876543210"
 def server(
     request: pytest.FixtureRequest, tiny_models_dir: Path, tmp_path: Path
 ) -> Iterator[Server]:
-    env = {
-        "MODELS_DIR": str(tiny_models_dir),
-        "MODEL": TINY,
-        "EMBEDDING_MODEL": "",
-        "N_THREADS": "1",
-        "N_CTX": "256",
-        "DATA_DIR": str(tmp_path / "data"),
-        "API_KEYS": f"{KEY_A},{KEY_B}",
-    }
+    env = model_env(tiny_models_dir, data_dir=tmp_path / "data", api_keys=f"{KEY_A},{KEY_B}")
     if request.param == "postgresql":
         env["DATABASE_URL"] = request.getfixturevalue("postgres_url")
     with run_server(env, tmp_path / "server.log") as s:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -347,16 +348,7 @@ def test_default_sqlite_store_creates_its_data_dir(tmp_path: Path) -> None:
 
 
 def owned(rid: str, prev: str | None, owner: str | None) -> StoredResponse:
-    rec = record(rid, prev, rid, rid)
-    return StoredResponse(
-        id=rec.id,
-        created_at=rec.created_at,
-        model=rec.model,
-        response=rec.response,
-        input_items=rec.input_items,
-        previous_response_id=prev,
-        owner=owner,
-    )
+    return dataclasses.replace(record(rid, prev, rid, rid), owner=owner)
 
 
 def test_a_response_is_only_its_owners(store_url: str) -> None:
