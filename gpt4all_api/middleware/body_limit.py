@@ -27,24 +27,13 @@ class BodyLimitMiddleware:
         self.timeout = timeout
 
     async def _too_large(self, send: Send) -> None:
-        await send_error(
-            send,
-            413,
-            f"The request body is too large: this server accepts at most {self.max_bytes} bytes.",
-            "invalid_request_error",
-            "request_too_large",
-            {"Connection": "close"},
-        )
+        limit = self.max_bytes
+        message = f"The request body is too large: this server accepts at most {limit} bytes."
+        await _refuse(send, 413, message, "request_too_large")
 
     async def _too_slow(self, send: Send) -> None:
-        await send_error(
-            send,
-            408,
-            f"The request body did not arrive within {self.timeout:g} s.",
-            "invalid_request_error",
-            "request_timeout",
-            {"Connection": "close"},
-        )
+        message = f"The request body did not arrive within {self.timeout:g} s."
+        await _refuse(send, 408, message, "request_timeout")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -93,3 +82,8 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, message: str, code: str) -> None:
+    """The body is not read any further: the connection closes after the answer."""
+    await send_error(send, status, message, "invalid_request_error", code, {"Connection": "close"})
