@@ -104,6 +104,14 @@ class _SlotCollector(Collector):
         ratio = gauge("prompt_cache_hit_ratio", "Cached / prompt tokens since start.")
         saved = gauge("saved_contexts", "Contexts kept in RAM beyond the slots.")
         saved_bytes = gauge("saved_contexts_bytes", "Bytes those saved contexts hold.")
+        outputs = counter("structured_outputs", "Replies held to a schema or a forced call.")
+        repairs = counter(
+            "structured_repairs",
+            "Values the decoder closed or chose where the model's own text was not allowed.",
+        )
+        rollbacks = counter(
+            "structured_rollbacks", "Tokens taken back because a character was not allowed."
+        )
         for model, info in self._slots():
             cache = info.get("cache") or {}
             slots.add_metric([model], info.get("slots", 0))
@@ -117,7 +125,12 @@ class _SlotCollector(Collector):
             if store is not None:
                 saved.add_metric([model], store.get("entries", 0))
                 saved_bytes.add_metric([model], store.get("bytes", 0))
+            structured = info.get("structured") or {}
+            outputs.add_metric([model], structured.get("outputs", 0))
+            repairs.add_metric([model], structured.get("repairs", 0))
+            rollbacks.add_metric([model], structured.get("rollbacks", 0))
         yield from (slots, busy, requests, hits, prompt, cached, ratio, saved, saved_bytes)
+        yield from (outputs, repairs, rollbacks)
 
 
 class Metrics:

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(
         2, ge=1, le=64, description="Models kept in memory at once (LRU, idle models unloaded)."
     )
+    structured_max_items: int = Field(
+        32,
+        ge=1,
+        le=10000,
+        description="Structured output on CPU: items of an array without maxItems (and "
+        "members of a free-form object) after which the decoder closes it; small models "
+        "rarely close lists by themselves.",
+    )
 
     # --- model management ------------------------------------------------------------------
     catalog_url: str = Field(
