@@ -10,6 +10,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gpt4all_api.logs import configure_logging
+from gpt4all_api.serving import http_protocol
 from gpt4all_api.settings import Settings
 from gpt4all_api.startup import preflight
 
@@ -59,6 +60,7 @@ def main() -> int:
             reload=True,
             reload_dirs=["gpt4all_api"],
             reload_includes=["*.py"],
+            http=http_protocol(settings),  # header deadline, connection limit
         )
         return 0
     from gpt4all_api.app import create_app
@@ -71,6 +73,7 @@ def main() -> int:
         log_level=settings.log_level,
         log_config=None,  # configure_logging's handler: one format, request ids
         access_log=False,  # the service writes its own access line, with tokens and timings
+        http=http_protocol(settings),  # header deadline, connection limit
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds + SHUTDOWN_BACKSTOP_SECONDS,
     )
     server = GracefulServer(config, app.state.services.shutdown.begin)

@@ -13,7 +13,11 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
@@ -43,6 +47,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.close()
 
 
+#: Where Swagger UI's "Authorize" returns after an OAuth2 login (public, as /docs is).
+OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
+
+
 def _mount_offline_docs(app: FastAPI) -> None:
     """Swagger UI and ReDoc from assets shipped in a wheel: /docs works without internet."""
     static = resources.files("fastapi_offline") / "static"
@@ -56,7 +64,12 @@ def _mount_offline_docs(app: FastAPI) -> None:
             swagger_js_url="/static-docs/swagger-ui-bundle.js",
             swagger_css_url="/static-docs/swagger-ui.css",
             swagger_favicon_url="/static-docs/favicon.png",
+            oauth2_redirect_url=OAUTH2_REDIRECT_PATH,
         )
+
+    @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
@@ -103,7 +116,11 @@ def _install_middleware(app: FastAPI, services: AppServices) -> None:
     keys = settings.all_api_keys()
     install_openapi(app, auth=bool(keys))
     # add_middleware wraps: the last added runs first.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.request_read_timeout,
+    )
     if keys:
         public = ["/metrics"] if settings.metrics_public else []
         app.add_middleware(APIKeyMiddleware, keys=keys, extra_public=public)

@@ -20,7 +20,7 @@ class RequestContext:
     started: float  # time.perf_counter() when the request arrived
     model: str | None = None
     stream: bool = False
-    prompt_tokens: int = 0
+    prompt_tokens: int | None = None  # None: not known (yet), e.g. a stream dropped early
     completion_tokens: int = 0
     first_token_at: float | None = None
     decode_seconds: float = 0.0  # summed over choices: first token to end of generation
@@ -90,6 +90,15 @@ def note_tokens(n: int) -> None:
     ctx = _current.get()
     if ctx is not None:
         ctx.completion_tokens += n
+
+
+def note_prompt_tokens(n: int) -> None:
+    """The prompt's tokens as soon as the engine has evaluated it, so a request that ends
+    before its usage is known (a client that drops a stream) still logs them. The first
+    prompt's count: ``note_usage`` replaces it with the request's total."""
+    ctx = _current.get()
+    if ctx is not None and ctx.prompt_tokens is None:
+        ctx.prompt_tokens = n
 
 
 def note_usage(prompt_tokens: int, completion_tokens: int) -> None:

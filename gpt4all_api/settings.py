@@ -186,6 +186,15 @@ class Settings(BaseSettings):
         "continued (0: kept until deleted or pushed out by RESPONSES_MAX_COUNT).",
     )
 
+    response_store_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds one operation of the response store may take (waiting for a "
+        "connection included); then the request fails with 503 response_store_unavailable "
+        "(a stream with its error event). Bounds a hung or unreachable database.",
+    )
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _empty_url_is_unset(cls, v: Any) -> Any:
@@ -279,6 +288,21 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         2 * 1024 * 1024, ge=1024, description="Largest request body in bytes (more: 413)."
+    )
+    request_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's headers (from its first byte), "
+        "and again its body; then 408 request_timeout and the connection is closed.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most open client connections; a request on one beyond them is answered "
+        "503 too_many_connections and its connection closed. Keep it below the process's "
+        "open-file limit (ulimit -n).",
     )
     max_stop_length: int = Field(
         256, ge=1, le=4096, description="Longest stop sequence, in characters."

@@ -3,12 +3,15 @@ latency, time to first token, tokens, decoding speed, queue depth and loaded mod
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpt4all_api.app import create_app
 from gpt4all_api.settings import Settings
-from tests.support.server import Server
+from tests.support.hardening_fixtures import model_env
+from tests.support.server import Server, run_server
 
 TINY = "tiny-test-model"
 
@@ -119,6 +122,23 @@ def test_slots_and_prompt_cache(tiny_server: Server) -> None:
     listed = httpx.get(tiny_server.v1 + "/models/" + TINY).json()
     assert listed["slots"] == slots
     assert listed["cache"]["requests"] == health["cache"]["requests"]
+
+
+def test_saved_contexts_are_reported_before_the_first_save(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """A fresh server reports its (empty) saved-context store, not null, on /health and
+    /metrics; with STATE_CACHE_MB=0 there is none to report."""
+    env = model_env(tiny_models_dir)
+    with run_server(env, tmp_path / "server.log") as server:
+        health = httpx.get(server.base_url + "/health").json()["models"][TINY]
+        assert health["saved_contexts"]["entries"] == 0
+        assert health["saved_contexts"]["bytes"] == 0
+        samples = scrape(server).get("gpt4all_api_saved_contexts", [])
+        assert [v for labels, v in samples if labels.get("model") == TINY] == [0]
+    with run_server({**env, "STATE_CACHE_MB": "0"}, tmp_path / "off.log") as server:
+        health = httpx.get(server.base_url + "/health").json()["models"][TINY]
+        assert health["saved_contexts"] is None
 
 
 def test_usage_schema_has_cached_tokens() -> None:

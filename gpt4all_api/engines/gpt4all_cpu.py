@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from gpt4all_api import request_context
 from gpt4all_api.engines.base import (
     Capabilities,
     ChatTurn,
@@ -88,6 +89,13 @@ class _End:
 
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
+
+
+class _Evaluated:
+    """The prompt is evaluated: its token count, for the request's log line."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
 
 
 def _load_gpt4all(path: Path, n_ctx: int, n_threads: int | None, allow_download: bool) -> Any:
@@ -231,7 +239,8 @@ class Gpt4AllEngine(LocalEngine):
             "prompt_cache": self.serving.prompt_cache,
             "cache": self.stats.as_dict(),
             "structured": self.structured.as_dict(),
-            "saved_contexts": self.store.as_dict() if self.store else None,
+            # (an empty store is falsy: it has a length)
+            "saved_contexts": self.store.as_dict() if self.store is not None else None,
         }
 
     async def health(self) -> dict[str, Any]:
@@ -352,10 +361,10 @@ class Gpt4AllEngine(LocalEngine):
         key = prompt_key(segments)
         starts = segment_starts(segments)
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event | _End] = asyncio.Queue()
+        events: asyncio.Queue[Event | _End | _Evaluated] = asyncio.Queue()
         # Events cross from the worker thread in batches: one loop wake-up (a self-pipe
         # write, and the GIL) for all the tokens made while the loop was busy, not one each.
-        outbox: collections.deque[Event | _End] = collections.deque()
+        outbox: collections.deque[Event | _End | _Evaluated] = collections.deque()
         wake_pending = False
 
         def drain() -> None:
@@ -364,7 +373,7 @@ class Gpt4AllEngine(LocalEngine):
             while outbox:
                 events.put_nowait(outbox.popleft())
 
-        def emit(item: Event | _End) -> None:
+        def emit(item: Event | _End | _Evaluated) -> None:
             nonlocal wake_pending
             outbox.append(item)
             if not wake_pending:
@@ -394,6 +403,9 @@ class Gpt4AllEngine(LocalEngine):
                             raise self._context_error(request)
                         raise item.error
                     return
+                if isinstance(item, _Evaluated):
+                    request_context.note_prompt_tokens(item.prompt_tokens)
+                    continue
                 if isinstance(item, Done):
                     self.stats.note(item.prompt_tokens, item.cached_tokens)
                 yield item
@@ -452,6 +464,7 @@ class Gpt4AllEngine(LocalEngine):
             prompt_tokens = lm.context.n_past
             if prompt_tokens > self.n_ctx - CONTEXT_MARGIN:
                 raise _PromptTooLong()
+            emit(_Evaluated(prompt_tokens))
             if caching and segments[-1].special:
                 # a chat reply comes back as the start of a call: markup-parsed when safe
                 cache.extend(bytes((MARKUP_MARK,)))

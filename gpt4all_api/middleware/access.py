@@ -3,8 +3,9 @@
 ``X-Request-ID`` from the client is kept when it is short and made of safe characters,
 otherwise a new id is generated; either way it is returned in the response and attached to
 every log record written while serving the request. When the response is done, one access
-line is logged (method, route, status, duration; model, tokens, time to first token,
-tokens/s and queue wait when the request generated text) and the metrics are updated.
+line is logged (method, path, route, status, duration; model, tokens, time to first
+token, tokens/s and queue wait when the request generated text) and the metrics are
+updated. Paths with parameters are logged as their route template: no response ids.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def route_of(scope: Scope) -> str | None:
     return None
 
 
-def _printable_path(path: str) -> str:
+def _logged_path(path: str, route: str | None) -> str:
+    """The route template where the path holds parameters (``/v1/responses/{response_id}``):
+    a stored response's id is all it takes to read it when no API keys are set, so ids stay
+    out of the logs; other paths as requested (printable, at most 200 characters)."""
+    if route is not None and "{" in route:
+        return route
     path = path[:200]
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
 
@@ -113,7 +119,7 @@ class AccessLogMiddleware:
             self.metrics.observe_request(method, route or "unmatched", status, seconds, ctx)
         fields: dict[str, object] = {
             "method": method,
-            "path": _printable_path(scope.get("path", "")),
+            "path": _logged_path(scope.get("path", ""), route),
             "route": route,
             "status": status,
             "duration_ms": round(seconds * 1000, 1),

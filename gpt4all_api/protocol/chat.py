@@ -11,6 +11,7 @@ from gpt4all_api.protocol.common import (
     CompletionUsage,
     SamplingFields,
 )
+from gpt4all_api.protocol.strings import TextChecked
 
 #: OpenAI: "a-z, A-Z, 0-9, underscores and dashes, with a maximum length of 64".
 FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -137,13 +138,14 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaFormat | None = None
 
 
-class CreateChatCompletionRequest(SamplingFields):
+class CreateChatCompletionRequest(SamplingFields, TextChecked):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     model: str = Field(min_length=1, max_length=512)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_tokens: int | None = Field(None, ge=0, description="Deprecated by OpenAI; still honoured.")
-    max_completion_tokens: int | None = Field(None, ge=0)
+    # at least 1, as OpenAI: 0 would answer nothing (completions allow 0 for echo alone)
+    max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI; still honoured.")
+    max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
     tools: list[ChatCompletionTool] | None = None
     tool_choice: ToolChoiceOption | None = None

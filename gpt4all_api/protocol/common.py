@@ -29,7 +29,10 @@ class SamplingFields(BaseModel):
 
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
-    n: int | None = Field(1, ge=1, le=128, description="Choices to generate for each prompt.")
+    # no upper bound here: the service refuses n over MAX_N with one message, whatever n is
+    n: int | None = Field(
+        1, ge=1, description="Choices to generate for each prompt (at most MAX_N, default 8)."
+    )
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     seed: int | None = Field(
         None, description="Accepted for compatibility; gpt4all has no seed (see README)."

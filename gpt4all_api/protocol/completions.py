@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from gpt4all_api.protocol.common import CompletionUsage, FinishReason, SamplingFields
+from gpt4all_api.protocol.strings import TextChecked
 
 
-class CreateCompletionRequest(SamplingFields):
+class CreateCompletionRequest(SamplingFields, TextChecked):
     model: str = Field(min_length=1, max_length=512)
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="A string or a list of strings (token arrays are not supported)."

@@ -7,15 +7,16 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from gpt4all_api.protocol.common import REQUEST_CONFIG
+from gpt4all_api.protocol.strings import TextChecked
 
 
-class CreateEmbeddingRequest(BaseModel):
+class CreateEmbeddingRequest(TextChecked):
     model_config = REQUEST_CONFIG
 
     input: str | list[str] | list[int] | list[list[int]] = Field(
-        description="A string or a list of strings to embed (token arrays are not supported). "
-        "Texts longer than the model's context are split into chunks whose embeddings are "
-        "averaged.",
+        description="A string or a list of strings to embed (token arrays are not supported: "
+        "with LangChain's OpenAIEmbeddings set check_embedding_ctx_length=False). Texts "
+        "longer than the model's context are split into chunks whose embeddings are averaged.",
         examples=["The quick brown fox jumped over the lazy dog"],
     )
     model: str = Field(min_length=1, max_length=512, examples=["all-MiniLM-L6-v2.f16"])

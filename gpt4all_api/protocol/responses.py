@@ -24,6 +24,7 @@ from pydantic import (
 
 from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.common import REQUEST_CONFIG
+from gpt4all_api.protocol.strings import TextChecked
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
@@ -259,7 +260,7 @@ class TextConfig(BaseModel):
 # --- the request ----------------------------------------------------------------------------
 
 
-class CreateResponseRequest(BaseModel):
+class CreateResponseRequest(TextChecked):
     """``POST /v1/responses``, fields in the order of OpenAI's reference."""
 
     model_config = REQUEST_CONFIG

@@ -5,6 +5,7 @@ PostgreSQL DATABASE_URL lets several API replicas share one store. ``ResponseSto
 the whole interface; the service layer never writes SQL.
 """
 
+from gpt4all_api.response_store.bounded import StoreTimeout
 from gpt4all_api.response_store.store import (
     InputItemPage,
     InvalidCursor,
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidCursor",
     "ResponseNotStored",
     "ResponseStore",
+    "StoreTimeout",
     "StoredResponse",
     "database_url",
     "first_line",

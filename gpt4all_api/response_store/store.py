@@ -4,50 +4,51 @@ Why a synchronous SQLAlchemy engine run on a small thread pool rather than SQLAl
 asyncio extension: the same code and drivers serve both databases (SQLite's driver is
 blocking anyway; aiosqlite only wraps it in a thread), no greenlet dependency, and the
 pool bounds how many connections one replica opens. Every call is a short indexed query,
-so a few threads are plenty and the event loop never waits on the database.
+so a few threads are plenty and the event loop never waits on the database. Every call
+ends within ``timeout`` seconds (``StoreTimeout`` after that), also when the database
+hangs: see ``bounded``.
 
-One table, one row per stored response: its ``Response`` JSON, its input items, and the
-ids of the responses before it (``ancestors``, oldest first) so ``history`` rebuilds a
-conversation with one query. Continuing a conversation marks its whole chain as used, so
-age and count limits remove whole idle conversations (newest response first) rather than
-the beginning of one that is still in use.
+One table (``schema``), one row per stored response: its ``Response`` JSON, its input
+items, the ids of the responses before it (``ancestors``, oldest first) so ``history``
+rebuilds a conversation with one query, and its owner. Continuing a conversation marks its
+whole chain as used, so age and count limits remove whole idle conversations (newest
+response first) rather than the beginning of one that is still in use.
+
+Owners: with API keys configured, each response belongs to the key that stored it. The
+row holds ``owner_of(key digest)``, an HMAC-SHA256 of the key's SHA-256 under a random
+per-database salt (never the key), and every read, continuation and delete matches it, so
+another key finds nothing (404). ``owner=None`` (no keys configured) matches every row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    Double,
+    ColumnElement,
     Engine,
-    Index,
-    MetaData,
-    String,
-    Table,
+    and_,
     create_engine,
     delete,
     event,
     func,
-    inspect,
     select,
-    text,
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+
+from gpt4all_api.protocol.strings import scrub
+from gpt4all_api.response_store.bounded import BoundedRunner, postgres_connect_args
+from gpt4all_api.response_store.schema import prepare, responses
 
 if TYPE_CHECKING:
     from gpt4all_api.settings import Settings
@@ -56,27 +57,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TABLE_NAME = "gpt4all_api_responses"
 SQLITE_FILE_NAME = "responses.sqlite3"
-#: Key of the PostgreSQL advisory lock that serialises schema creation between replicas.
-_SCHEMA_LOCK_KEY = 0x67_34_61_6C_6C_72_73  # "g4allrs"
+#: Seconds start-up may wait for the database: creating or migrating the schema may wait
+#: for another replica doing it (PostgreSQL's advisory lock).
+START_TIMEOUT = 60.0
 _DAY = 86400.0
-
-_metadata = MetaData()
-_json = JSON().with_variant(JSONB(), "postgresql")
-_responses = Table(
-    TABLE_NAME,
-    _metadata,
-    Column("id", String(128), primary_key=True),
-    Column("created_at", BigInteger, nullable=False),
-    Column("last_used_at", Double, nullable=False),
-    Column("model", String(512), nullable=False),
-    Column("previous_response_id", String(128), nullable=True),
-    Column("ancestors", _json, nullable=False),
-    Column("input_items", _json, nullable=False),
-    Column("response", _json, nullable=False),
-    Index(f"ix_{TABLE_NAME}_last_used_at", "last_used_at"),
-)
+_responses = responses
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +77,8 @@ class StoredResponse:
     previous_response_id: str | None = None
     #: Ids of the responses before this one, oldest first (filled in by ``save``).
     ancestors: tuple[str, ...] = field(default=())
+    #: ``ResponseStore.owner_of`` the API key that stored it; None without API keys.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +127,8 @@ class ResponseStore:
     """Stored responses; every method is a coroutine that runs its query off the loop.
 
     ``max_count`` and ``max_age_days`` bound the store (0: no bound). Expired rows are
-    invisible to reads at once and deleted on the next write.
+    invisible to reads at once and deleted on the next write. ``timeout``: seconds a call
+    may take (waiting for a thread and a connection included).
     """
 
     def __init__(
@@ -149,15 +138,18 @@ class ResponseStore:
         max_count: int = 0,
         max_age_days: float = 0.0,
         workers: int = 4,
+        timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = make_url(normalize_url(url))
         self.max_count = max_count
         self.max_age_days = max_age_days
+        self.timeout = timeout
         self._workers = workers
         self._clock = clock
         self._engine: Engine | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._runner: BoundedRunner | None = None
+        self._salt: bytes | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResponseStore:
@@ -165,6 +157,7 @@ class ResponseStore:
             database_url(settings),
             max_count=settings.responses_max_count,
             max_age_days=settings.responses_max_age_days,
+            timeout=settings.response_store_timeout,
         )
 
     @property
@@ -179,20 +172,21 @@ class ResponseStore:
 
     async def start(self) -> None:
         """Connect and create the table if missing (idempotent, safe across processes)."""
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="response-store")
+        self._runner = BoundedRunner(self._workers, self.timeout)
         self._engine = self._create_engine()
         try:
-            await self._run(self._create_schema)
+            salt = await self._runner.run(prepare, self._engine, timeout=START_TIMEOUT)
+            self._salt = bytes.fromhex(salt)
         except BaseException:
             await self.close()
             raise
         logger.info("response store: %s", self.describe())
 
     async def close(self) -> None:
-        engine, executor = self._engine, self._executor
-        self._engine = self._executor = None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        engine, runner = self._engine, self._runner
+        self._engine, self._runner = None, None
+        if runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, runner.shutdown)
         if engine is not None:
             engine.dispose()
 
@@ -201,7 +195,7 @@ class ResponseStore:
         check (``startup.preflight``) runs it before the server binds."""
         self._engine = self._create_engine()
         try:
-            self._create_schema()
+            prepare(self._engine)
         finally:
             engine, self._engine = self._engine, None
             engine.dispose()
@@ -217,38 +211,25 @@ class ResponseStore:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
                 self._url,
-                connect_args={"check_same_thread": False, "timeout": 30},
+                # a file locked by another process: wait at most as long as a call may
+                connect_args={"check_same_thread": False, "timeout": self.timeout},
                 pool_size=self._workers,
                 max_overflow=0,
+                pool_timeout=self.timeout,
             )
-            event.listen(engine, "connect", _sqlite_pragmas)
+            busy_ms = max(1, round(self.timeout * 1000))
+            event.listen(engine, "connect", lambda conn, _: _sqlite_pragmas(conn, busy_ms))
             return engine
-        # A database that does not answer fails start-up instead of hanging it.
-        connect = {} if "connect_timeout" in self._url.query else {"connect_timeout": 10}
-        return create_engine(
+        engine = create_engine(
             self._url,
-            connect_args=connect,
+            connect_args=postgres_connect_args(self._url, self.timeout),
             pool_size=self._workers,
             max_overflow=0,
-            pool_pre_ping=True,
+            pool_timeout=self.timeout,
         )
-
-    def _create_schema(self) -> None:
-        engine = self._require_engine()
-        for attempt in range(3):
-            try:
-                with engine.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        # Replicas starting at once: one creates, the others wait and see it.
-                        conn.execute(
-                            text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY}
-                        )
-                    _metadata.create_all(conn, checkfirst=True)
-                return
-            except SQLAlchemyError:
-                # Another process created the table between our check and our CREATE.
-                if attempt == 2 or not inspect(engine).has_table(TABLE_NAME):
-                    raise
+        if self._runner is not None:
+            self._runner.watch(engine)  # also pings each connection it hands out
+        return engine
 
     def _require_engine(self) -> Engine:
         if self._engine is None:
@@ -256,11 +237,20 @@ class ResponseStore:
         return self._engine
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+        if self._runner is None:
             raise RuntimeError("ResponseStore.start() has not been awaited")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._runner.run(fn, *args)
 
     # --- the interface ------------------------------------------------------------------------
+
+    def owner_of(self, key_digest: bytes | None) -> str | None:
+        """The owner identity of an API key (given as its SHA-256 digest, as the API key
+        middleware has it); None for None (no keys configured: no owners)."""
+        if key_digest is None:
+            return None
+        if self._salt is None:
+            raise RuntimeError("ResponseStore.start() has not been awaited")
+        return hmac.new(self._salt, key_digest, "sha256").hexdigest()
 
     async def save(self, record: StoredResponse) -> StoredResponse:
         """Store a response (replacing one with the same id); returns it with its ancestors.
@@ -270,12 +260,14 @@ class ResponseStore:
         """
         return await self._run(self._save, record)
 
-    async def get(self, response_id: str) -> StoredResponse | None:
-        return await self._run(self._get, response_id)
+    async def get(self, response_id: str, owner: str | None = None) -> StoredResponse | None:
+        """A response of ``owner`` (None: anyone's), or None."""
+        return await self._run(self._get, response_id, owner)
 
-    async def delete(self, response_id: str) -> bool:
-        """Remove a response; False if there was none. Its continuations lose their history."""
-        return await self._run(self._delete, response_id)
+    async def delete(self, response_id: str, owner: str | None = None) -> bool:
+        """Remove a response of ``owner``; False if there was none. Its continuations lose
+        their history."""
+        return await self._run(self._delete, response_id, owner)
 
     async def list_input_items(
         self,
@@ -285,24 +277,25 @@ class ResponseStore:
         before: str | None = None,
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
+        owner: str | None = None,
     ) -> InputItemPage | None:
         """A page of the items the request had as input; None if the response is not stored.
 
         ``after``/``before`` are item ids (exclusive) in the chosen ``order``.
         Raises ``InvalidCursor`` for an id the response does not have.
         """
-        record = await self.get(response_id)
+        record = await self.get(response_id, owner)
         if record is None:
             return None
         return _page(record.input_items, after=after, before=before, limit=limit, order=order)
 
-    async def history(self, response_id: str) -> list[dict[str, Any]]:
+    async def history(self, response_id: str, owner: str | None = None) -> list[dict[str, Any]]:
         """Every item of the conversation up to and including ``response_id``, in order:
-        each response's input items followed by its output items.
+        each response's input items followed by its output items (all of ``owner``'s).
 
         Raises ``ResponseNotStored`` naming the first response of the chain that is missing.
         """
-        return await self._run(self._history, response_id)
+        return await self._run(self._history, response_id, owner)
 
     async def prune(self) -> int:
         """Delete expired rows now (``save`` does it too); returns how many."""
@@ -316,9 +309,11 @@ class ResponseStore:
     def _cutoff(self) -> float | None:
         return self._clock() - self.max_age_days * _DAY if self.max_age_days > 0 else None
 
-    def _live(self) -> Any:
+    def _visible(self, owner: str | None) -> ColumnElement[bool]:
+        """Rows not expired and, for an owner, theirs."""
         cutoff = self._cutoff()
-        return _responses.c.last_used_at >= cutoff if cutoff is not None else true()
+        live = _responses.c.last_used_at >= cutoff if cutoff is not None else true()
+        return and_(live, _owned(owner))
 
     def _save(self, record: StoredResponse) -> StoredResponse:
         t = _responses
@@ -327,7 +322,8 @@ class ResponseStore:
             ancestors: list[str] = []
             prev = record.previous_response_id
             if prev is not None:
-                row = conn.execute(select(t.c.ancestors).where(t.c.id == prev)).first()
+                mine = _owned(record.owner)
+                row = conn.execute(select(t.c.ancestors).where(t.c.id == prev, mine)).first()
                 ancestors = [*(row.ancestors if row is not None else []), prev]
                 conn.execute(update(t).where(t.c.id.in_(ancestors)).values(last_used_at=now))
             conn.execute(delete(t).where(t.c.id == record.id))
@@ -341,6 +337,7 @@ class ResponseStore:
                     ancestors=ancestors,
                     input_items=record.input_items,
                     response=record.response,
+                    owner=record.owner,
                 )
             )
             self._prune(conn)
@@ -352,42 +349,47 @@ class ResponseStore:
             input_items=record.input_items,
             previous_response_id=prev,
             ancestors=tuple(ancestors),
+            owner=record.owner,
         )
 
-    def _get(self, response_id: str) -> StoredResponse | None:
+    def _get(self, response_id: str, owner: str | None) -> StoredResponse | None:
         t = _responses
         with self._require_engine().connect() as conn:
-            row = conn.execute(select(t).where(t.c.id == response_id, self._live())).first()
+            row = conn.execute(select(t).where(t.c.id == response_id, self._visible(owner))).first()
         if row is None:
             return None
         return StoredResponse(
             id=row.id,
             created_at=row.created_at,
             model=row.model,
-            response=row.response,
-            input_items=row.input_items,
+            # rows stored before requests were checked may hold lone surrogates
+            response=scrub(row.response),
+            input_items=scrub(row.input_items),
             previous_response_id=row.previous_response_id,
             ancestors=tuple(row.ancestors),
+            owner=row.owner,
         )
 
-    def _delete(self, response_id: str) -> bool:
+    def _delete(self, response_id: str, owner: str | None) -> bool:
         t = _responses
         with self._require_engine().begin() as conn:
-            found = conn.execute(select(t.c.id).where(t.c.id == response_id, self._live())).first()
-            conn.execute(delete(t).where(t.c.id == response_id))
+            found = conn.execute(
+                select(t.c.id).where(t.c.id == response_id, self._visible(owner))
+            ).first()
+            if found is not None:
+                conn.execute(delete(t).where(t.c.id == response_id))
         return found is not None
 
-    def _history(self, response_id: str) -> list[dict[str, Any]]:
+    def _history(self, response_id: str, owner: str | None) -> list[dict[str, Any]]:
         t = _responses
+        visible = self._visible(owner)
         with self._require_engine().connect() as conn:
-            head = conn.execute(
-                select(t.c.ancestors).where(t.c.id == response_id, self._live())
-            ).first()
+            head = conn.execute(select(t.c.ancestors).where(t.c.id == response_id, visible)).first()
             if head is None:
                 raise ResponseNotStored(response_id)
             chain = [*head.ancestors, response_id]
             rows = conn.execute(
-                select(t.c.id, t.c.input_items, t.c.response).where(t.c.id.in_(chain), self._live())
+                select(t.c.id, t.c.input_items, t.c.response).where(t.c.id.in_(chain), visible)
             ).all()
         by_id = {row.id: row for row in rows}
         items: list[dict[str, Any]] = []
@@ -397,7 +399,7 @@ class ResponseStore:
                 raise ResponseNotStored(rid)
             items.extend(row.input_items)
             items.extend(row.response.get("output", []))
-        return items
+        return scrub(items)
 
     def _prune_now(self) -> int:
         with self._require_engine().begin() as conn:
@@ -432,15 +434,20 @@ class ResponseStore:
         t = _responses
         with self._require_engine().connect() as conn:
             return conn.execute(
-                select(func.count()).select_from(t).where(self._live())
+                select(func.count()).select_from(t).where(self._visible(None))
             ).scalar_one()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _owned(owner: str | None) -> ColumnElement[bool]:
+    """Rows of ``owner``; every row for None (no API keys configured)."""
+    return true() if owner is None else _responses.c.owner == owner
+
+
+def _sqlite_pragmas(dbapi_connection: Any, busy_ms: int) -> None:
     """WAL lets readers run beside a writer (several workers or processes on one file)."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # Switching to WAL needs the file to itself and may answer "database is locked"
         # without waiting while another process opens it at the same moment: retry.
         for attempt in range(50):

@@ -15,12 +15,14 @@ from gpt4all_api.protocol.responses import (
     Response,
     ResponseItemList,
 )
-from gpt4all_api.routers.deps import get_services
+from gpt4all_api.routers.deps import get_caller, get_services
 from gpt4all_api.wiring import AppServices
 
 router = APIRouter(tags=["responses"])
 
 Services = Annotated[AppServices, Depends(get_services)]
+#: Stored responses belong to the API key that stored them.
+Caller = Annotated[bytes | None, Depends(get_caller)]
 
 
 @router.post(
@@ -29,16 +31,16 @@ Services = Annotated[AppServices, Depends(get_services)]
     summary="Create a response (streamed as SSE events when stream is true)",
 )
 async def create_response(
-    body: CreateResponseRequest, request: Request, services: Services
+    body: CreateResponseRequest, request: Request, services: Services, caller: Caller
 ) -> HTTPResponse:
-    return await services.responses.create(request, body)
+    return await services.responses.create(request, body, caller)
 
 
 @router.get(
     "/v1/responses/{response_id}", response_model=Response, summary="Retrieve a stored response"
 )
-async def get_response(response_id: str, services: Services) -> JSONResponse:
-    return JSONResponse(await services.responses.retrieve(response_id))
+async def get_response(response_id: str, services: Services, caller: Caller) -> JSONResponse:
+    return JSONResponse(await services.responses.retrieve(response_id, caller))
 
 
 @router.delete(
@@ -46,8 +48,8 @@ async def get_response(response_id: str, services: Services) -> JSONResponse:
     response_model=DeletedResponse,
     summary="Delete a stored response",
 )
-async def delete_response(response_id: str, services: Services) -> DeletedResponse:
-    return await services.responses.delete(response_id)
+async def delete_response(response_id: str, services: Services, caller: Caller) -> DeletedResponse:
+    return await services.responses.delete(response_id, caller)
 
 
 @router.get(
@@ -58,11 +60,12 @@ async def delete_response(response_id: str, services: Services) -> DeletedRespon
 async def list_input_items(
     response_id: str,
     services: Services,
+    caller: Caller,
     after: Annotated[str | None, Query(description="List items after this item id.")] = None,
     before: Annotated[str | None, Query(description="List items before this item id.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")] = 20,
     order: Annotated[Literal["asc", "desc"], Query(description="Item order.")] = "desc",
 ) -> ResponseItemList:
     return await services.responses.input_items(
-        response_id, after=after, before=before, limit=limit, order=order
+        response_id, caller, after=after, before=before, limit=limit, order=order
     )

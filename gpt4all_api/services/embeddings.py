@@ -1,8 +1,11 @@
 """``/v1/embeddings`` on top of an embedding engine: input checks, encoding, usage.
 
-Inputs are checked before any model is touched: token arrays are refused (the server has
-no tokenizer for clients to match), and so are empty texts (OpenAI refuses them too; the
-backend would embed junk for them). ``base64`` is little-endian float32, byte for byte
+Inputs are checked before any model is touched: token arrays are refused, and so are
+empty texts (OpenAI refuses them too; the backend would embed junk for them). Token ids
+only mean something to the tokenizer that made them: clients send ids of OpenAI's tiktoken
+(LangChain's ``OpenAIEmbeddings`` does by default), which this server's models do not use
+and cannot decode, so embedding them would be silently wrong. The 400 says how to send
+text instead. ``base64`` is little-endian float32, byte for byte
 what OpenAI sends, so ``numpy.frombuffer(base64.b64decode(s), dtype="<f4")`` round-trips
 and equals the ``float`` output exactly.
 """
@@ -29,6 +32,17 @@ from gpt4all_api.shutdown import ShutdownCoordinator
 logger = logging.getLogger(__name__)
 
 
+#: The 400 for token arrays; LangChain's default sends them, so say how to stop it.
+TOKEN_ARRAYS_REFUSED = (
+    "Token arrays are not supported for 'input': send a string or a list of strings (this "
+    "server tokenizes with the embedding model's own tokenizer; ids of another tokenizer, "
+    "such as OpenAI's tiktoken, cannot be decoded). LangChain's OpenAIEmbeddings sends "
+    "tiktoken ids by default: create it with check_embedding_ctx_length=False to send "
+    "text, e.g. OpenAIEmbeddings(model=..., base_url=..., "
+    "check_embedding_ctx_length=False)."
+)
+
+
 class Embedder(Protocol):
     model_id: str
     max_concurrency: int | None
@@ -47,11 +61,7 @@ def embedding_inputs(body: CreateEmbeddingRequest, settings: Settings) -> list[s
         if not raw:
             raise InvalidRequest("'input' must not be an empty list.", param="input")
         if not all(isinstance(t, str) for t in raw):
-            raise InvalidRequest(
-                "Token arrays are not supported for 'input': send a string or a list of "
-                "strings (this server tokenizes with the model's own tokenizer).",
-                param="input",
-            )
+            raise InvalidRequest(TOKEN_ARRAYS_REFUSED, param="input")
         texts = [str(t) for t in raw]
         where = [f"input[{i}]" for i in range(len(texts))]
     if len(texts) > settings.max_embedding_inputs:

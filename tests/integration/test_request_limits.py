@@ -38,9 +38,29 @@ CHAT = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tok
         ),
         ("/completions", {**COMPLETION, "n": 3}, "n", "at most 2"),
         ("/chat/completions", {**CHAT, "n": 3}, "n", "at most 2"),
+        ("/chat/completions", {**CHAT, "n": 1000}, "n", "'n' must be at most 2."),  # same words
+        ("/completions", {**COMPLETION, "n": 129}, "n", "'n' must be at most 2."),
         ("/completions", {**COMPLETION, "prompt": ["a", "b", "c", "d"]}, "prompt", "at most 3"),
         ("/completions", {**COMPLETION, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
         ("/chat/completions", {**CHAT, "stop": ["123456789"]}, "stop", "at most 8"),
+        (
+            "/chat/completions",
+            {**CHAT, "max_tokens": 0},
+            "max_tokens",
+            "greater than or equal to 1",
+        ),
+        (
+            "/chat/completions",
+            {**CHAT, "max_tokens": None, "max_completion_tokens": 0},
+            "max_completion_tokens",
+            "greater than or equal to 1",
+        ),
+        (
+            "/responses",
+            {"model": TINY, "input": "hi", "max_output_tokens": 0},
+            "max_output_tokens",
+            "greater than or equal to 1",
+        ),
         ("/completions", {**COMPLETION, "stop": "123456789"}, "stop", "at most 8"),
     ],
 )

@@ -54,6 +54,11 @@ def test_docs_work_offline(tiny_server: Server) -> None:
         assert "cdn.jsdelivr.net" not in html and "fonts.googleapis.com" not in html
         r = httpx.get(f"{tiny_server.base_url}/static-docs/{asset}")
         assert r.status_code == 200 and len(r.content) > 100_000
+    # Swagger UI's OAuth2 redirect page, which /docs names, is served too (no CDN either)
+    assert "/docs/oauth2-redirect" in httpx.get(tiny_server.base_url + "/docs").text
+    redirect = httpx.get(tiny_server.base_url + "/docs/oauth2-redirect")
+    assert redirect.status_code == 200 and "oauth2" in redirect.text.lower()
+    assert "cdn.jsdelivr.net" not in redirect.text
     spec = httpx.get(tiny_server.base_url + "/openapi.json").json()
     assert {"/v1/models", "/v1/completions", "/v1/chat/completions", "/health"} <= set(
         spec["paths"]

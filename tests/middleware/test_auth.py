@@ -86,7 +86,8 @@ def test_openai_client_raises_authentication_error(server: Server) -> None:
 
 
 def test_health_and_docs_stay_public(server: Server) -> None:
-    for path in ("/health", "/docs", "/redoc", "/openapi.json", "/static-docs/swagger-ui.css"):
+    public = ["/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+    for path in [*public, "/static-docs/swagger-ui.css"]:
         assert httpx.get(server.base_url + path, timeout=10).status_code == 200, path
     spec = httpx.get(server.base_url + "/openapi.json").json()
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"

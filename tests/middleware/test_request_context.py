@@ -115,6 +115,32 @@ def test_json_logs(json_server: Server) -> None:
     assert any(r["logger"].startswith("uvicorn") for r in records)
 
 
+def test_a_dropped_stream_is_logged_with_its_prompt_tokens(json_server: Server) -> None:
+    """The client leaves mid-stream (the loop model would go on for 4000 tokens): usage was
+    never sent, but the access line still has the prompt's real token count."""
+    from tests.support.hardening_fixtures import LOOP
+
+    messages = [{"role": "user", "content": "Tell me a long story about a tiny test model."}]
+    whole = httpx.post(
+        json_server.v1 + "/chat/completions",
+        json={"model": LOOP, "messages": messages, "max_tokens": 1},
+        timeout=60,
+    )
+    prompt_tokens = whole.json()["usage"]["prompt_tokens"]
+    rid = "dropped-" + uuid.uuid4().hex
+    body = {"model": LOOP, "messages": messages, "max_tokens": 4000, "stream": True}
+    with httpx.stream(
+        "POST", json_server.v1 + "/chat/completions", json=body, headers={"X-Request-ID": rid}
+    ) as r:
+        for line in r.iter_lines():
+            if '"content":"H' in line.replace(" ", ""):
+                break  # tokens are flowing: leave
+    (line,) = access_lines(json_server, rid, timeout=30)
+    record = json.loads(line)
+    assert record["stream"] is True and 0 < record["completion_tokens"] < 4000
+    assert record["prompt_tokens"] == prompt_tokens > 0
+
+
 def test_formatters_escape_what_could_forge_a_line() -> None:
     import logging
 

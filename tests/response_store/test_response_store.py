@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -344,3 +345,106 @@ def test_default_sqlite_store_creates_its_data_dir(tmp_path: Path) -> None:
 
     run(main)
     assert (tmp_path / "nested" / "data" / "responses.sqlite3").is_file()
+
+
+def owned(rid: str, prev: str | None, owner: str | None) -> StoredResponse:
+    return dataclasses.replace(record(rid, prev, rid, rid), owner=owner)
+
+
+def test_a_response_is_only_its_owners(store_url: str) -> None:
+    """Another owner finds nothing: get, input items, history and delete all miss; no owner
+    (API keys not configured) sees every row."""
+
+    async def body(store: ResponseStore) -> None:
+        alice, bob = store.owner_of(b"\x01" * 32), store.owner_of(b"\x02" * 32)
+        assert alice is not None and bob is not None and alice != bob
+        await store.save(owned("resp_a1", None, alice))
+        await store.save(owned("resp_a2", "resp_a1", alice))
+        assert await store.get("resp_a1", bob) is None
+        assert await store.list_input_items("resp_a1", owner=bob) is None
+        with pytest.raises(ResponseNotStored):
+            await store.history("resp_a2", bob)
+        assert await store.delete("resp_a1", bob) is False
+        # Bob continuing Alice's response does not inherit her conversation.
+        saved = await store.save(owned("resp_b1", "resp_a2", bob))
+        assert saved.ancestors == ("resp_a2",)
+        with pytest.raises(ResponseNotStored) as exc:
+            await store.history("resp_b1", bob)
+        assert exc.value.response_id == "resp_a2"
+        # Alice's own view, and the unfiltered one, are intact.
+        got = await store.get("resp_a1", alice)
+        assert got is not None and got.owner == alice
+        assert len(await store.history("resp_a2", alice)) == 4
+        assert await store.get("resp_a1") is not None
+        assert await store.delete("resp_a1", alice) is True
+        assert await store.get("resp_a1") is None
+
+    with_store(store_url, body)
+
+
+def test_owner_identity_is_stable_per_database_and_not_the_key(
+    store_url: str, tmp_path: Path
+) -> None:
+    digest = b"\x07" * 32
+
+    async def identity(store: ResponseStore) -> str | None:
+        return store.owner_of(digest)
+
+    first = with_store(store_url, identity)
+    assert with_store(store_url, identity) == first  # a restart (or another replica)
+    assert first is not None and len(first) == 64 and digest.hex() not in first
+    elsewhere = with_store(f"sqlite:///{tmp_path / 'other.sqlite3'}", identity)
+    assert elsewhere != first  # salted per database
+
+    async def without_keys(store: ResponseStore) -> str | None:
+        return store.owner_of(None)
+
+    assert with_store(store_url, without_keys) is None
+
+
+OLD_SCHEMA = """
+CREATE TABLE gpt4all_api_responses (
+    id VARCHAR(128) NOT NULL PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    last_used_at DOUBLE PRECISION NOT NULL,
+    model VARCHAR(512) NOT NULL,
+    previous_response_id VARCHAR(128),
+    ancestors {json} NOT NULL,
+    input_items {json} NOT NULL,
+    response {json} NOT NULL
+)
+"""
+
+
+def test_a_database_of_the_previous_version_is_migrated(store_url: str) -> None:
+    """The table as the first release created it, with a row: start-up adds the owner
+    column and the salt; the old row has no owner, so only a store without API keys sees it."""
+    from sqlalchemy import create_engine, text
+
+    from gpt4all_api.response_store.store import normalize_url
+
+    engine = create_engine(normalize_url(store_url))
+    json_type = "JSONB" if engine.dialect.name == "postgresql" else "JSON"
+    if engine.dialect.name == "sqlite":
+        Path(engine.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+    item = json.dumps([message("msg_old", "user", "old")])
+    with engine.begin() as conn:
+        conn.execute(text(OLD_SCHEMA.format(json=json_type)))
+        conn.execute(
+            text(
+                "INSERT INTO gpt4all_api_responses VALUES "
+                "('resp_old', 1, 1e12, 'tiny', NULL, '[]', :items, :resp)"
+            ),
+            {"items": item, "resp": json.dumps({"id": "resp_old", "output": []})},
+        )
+    engine.dispose()
+
+    async def body(store: ResponseStore) -> None:
+        old = await store.get("resp_old")
+        assert old is not None and old.owner is None
+        assert old.input_items[0]["content"][0]["text"] == "old"
+        assert await store.get("resp_old", store.owner_of(b"\x01" * 32)) is None
+        await store.save(owned("resp_new", None, store.owner_of(b"\x01" * 32)))
+
+    with_store(store_url, body)
+    with_store(store_url, body)  # migrating again changes nothing

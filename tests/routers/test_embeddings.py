@@ -212,3 +212,58 @@ def test_gpu_mode_embeds_on_cpu(
         r = post(server, {"model": upstream, "input": "x"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_supported"
         assert post(server, {"model": SMOL, "input": "x"}).status_code == 404
+
+
+@pytest.fixture
+def offline_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LangChain tokenizes with tiktoken's ``cl100k_base``, whose vocabulary tiktoken
+    downloads on first use (no network here): a byte-level tiktoken encoding under that
+    name stands in. What LangChain sends is still what it always sends: token id arrays."""
+    import tiktoken
+    import tiktoken.registry
+
+    byte_level = tiktoken.Encoding(
+        name="cl100k_base",
+        pat_str=r"""'s|'t|'re|'ve|'m|'ll|'d| ?\w+| ?\d+| ?[^\s\w\d]+|\s+""",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={"<|endoftext|>": 256},
+    )
+    monkeypatch.setitem(tiktoken.registry.ENCODINGS, "cl100k_base", byte_level)
+
+
+def test_langchain_defaults_get_a_400_that_says_what_to_do(
+    smol_server: Server, offline_tiktoken: None
+) -> None:
+    """LangChain's ``OpenAIEmbeddings()`` sends tiktoken ids, which mean nothing to the
+    served model: a 400 naming the setting that makes it send text."""
+    from langchain_openai import OpenAIEmbeddings
+
+    defaults = OpenAIEmbeddings(model=EMB, base_url=smol_server.v1, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        defaults.embed_documents(["Paris is the capital of France."])
+    err = exc.value.body
+    assert isinstance(err, dict) and err["param"] == "input"
+    assert "check_embedding_ctx_length=False" in err["message"]
+    assert "Token arrays are not supported" in err["message"]
+
+
+def test_langchain_with_check_embedding_ctx_length_false_embeds_text(
+    smol_server: Server, smol_client: openai.OpenAI
+) -> None:
+    """The documented setting: LangChain sends the texts, and gets the server's vectors."""
+    from langchain_openai import OpenAIEmbeddings
+
+    embedder = OpenAIEmbeddings(
+        model=EMB,
+        base_url=smol_server.v1,
+        api_key="x",
+        max_retries=0,
+        check_embedding_ctx_length=False,
+    )
+    vectors = embedder.embed_documents(TEXTS)
+    query = embedder.embed_query(TEXTS[1])
+    direct = smol_client.embeddings.create(model=EMB, input=TEXTS)
+    assert len(vectors) == len(TEXTS) and all(len(v) == 384 for v in vectors)
+    for got, want in zip(vectors, direct.data, strict=True):
+        assert cosine(got, want.embedding) > 0.9999
+    assert cosine(query, vectors[1]) > 0.9999

@@ -42,6 +42,19 @@ def test_context_error_names_the_input() -> None:
     assert as_responses_error(same) is same and same.param == "temperature"
 
 
+def test_the_first_message_is_the_instructions_when_there_are_some() -> None:
+    def bad() -> InvalidRequest:
+        return InvalidRequest(
+            "Invalid value for 'messages[0].content': x", param="messages[0].content"
+        )
+
+    exc = as_responses_error(bad(), instructions=True)
+    assert exc.param == "instructions" and exc.message == "Invalid value for 'instructions': x"
+    assert as_responses_error(bad()).param == "input"
+    later = InvalidRequest("bad", param="messages[1].content")
+    assert as_responses_error(later, instructions=True).param == "input"
+
+
 def test_a_finished_response_that_cannot_be_stored_fails() -> None:
     req = CreateResponseRequest.model_validate({"model": "m", "input": "x"})
     events = ResponseEvents(start_response(req, model="m", temperature=1.0, top_p=1.0))

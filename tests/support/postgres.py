@@ -2,6 +2,7 @@
 
 ``run_postgres`` initialises a cluster in a temporary directory, starts it on a free
 local port with trust authentication and fsync off, and stops and removes it afterwards.
+``paused`` stops all of a cluster's processes (SIGSTOP) for a while: a hung database.
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user the
 package creates. Without the binaries the fixtures skip with the command that installs them.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -53,9 +55,43 @@ class PostgresServer:
     host: str
     port: int
     user: str
+    data_dir: Path | None = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, workers)."""
+        assert self.data_dir is not None
+        postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = [], [postmaster]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+
+@contextmanager
+def paused(server: PostgresServer) -> Iterator[None]:
+    """The whole cluster stopped (SIGSTOP) until the block ends: connections are accepted
+    by the kernel, nothing answers. Processes started meanwhile cannot exist (the
+    postmaster that would start them is stopped)."""
+    pids = server.processes()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def _runner() -> tuple[list[str], str | None]:
@@ -101,7 +137,7 @@ def run_postgres() -> Iterator[PostgresServer]:
             **run,
         )  # fmt: skip
         started = True
-        yield PostgresServer(host="127.0.0.1", port=port, user="postgres")
+        yield PostgresServer(host="127.0.0.1", port=port, user="postgres", data_dir=data)
     except subprocess.CalledProcessError as exc:
         detail = log.read_text() if log.exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr}\n{detail}") from exc

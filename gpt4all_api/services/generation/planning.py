@@ -105,8 +105,6 @@ def plan_completion(req: CreateCompletionRequest, settings: Settings) -> list[Ch
         raise InvalidRequest(
             f"'prompt' may hold at most {settings.max_prompts} prompts.", param="prompt"
         )
-    for i, p in enumerate(prompts):
-        _check_unicode(p, "prompt" if isinstance(prompt, str) else f"prompt[{i}]")
     params = sampling_params(req, settings, req.max_tokens)
     return [
         ChoicePlan(
@@ -118,18 +116,6 @@ def plan_completion(req: CreateCompletionRequest, settings: Settings) -> list[Ch
         for pi, p in enumerate(prompts)
         for j in range(n)
     ]
-
-
-def _check_unicode(text: str, param: str) -> str:
-    """JSON can carry lone surrogates (``"\\ud800"``), which no model can be fed."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            f"Invalid value for '{param}': not valid Unicode (it holds a lone surrogate).",
-            param=param,
-        ) from None
-    return text
 
 
 def _message_text(msg_index: int, content: Any) -> str:
@@ -169,10 +155,7 @@ def plan_chat(req: CreateChatCompletionRequest, settings: Settings) -> list[Choi
         raise _unsupported("modalities", "only text output is available.")
     if req.audio is not None:
         raise _unsupported("audio", "only text output is available.")
-    turns = chat_turns(
-        req.messages,
-        lambda i, content: _check_unicode(_message_text(i, content), f"messages[{i}].content"),
-    )
+    turns = chat_turns(req.messages, _message_text)
     params = sampling_params(req, settings, max_tokens)
     request = GenerationRequest(
         params=params,

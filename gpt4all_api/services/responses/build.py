@@ -182,8 +182,10 @@ def failed_response(
     )
 
 
-def stored_record(response: Response, input_items: list[dict[str, Any]]) -> StoredResponse:
-    """What to save for a finished response (when ``store`` is true)."""
+def stored_record(
+    response: Response, input_items: list[dict[str, Any]], owner: str | None = None
+) -> StoredResponse:
+    """What to save for a finished response (when ``store`` is true), and whose it is."""
     return StoredResponse(
         id=response.id,
         created_at=response.created_at,
@@ -191,6 +193,7 @@ def stored_record(response: Response, input_items: list[dict[str, Any]]) -> Stor
         response=response.to_json(),
         input_items=input_items,
         previous_response_id=response.previous_response_id,
+        owner=owner,
     )
 
 

@@ -13,7 +13,9 @@ exact usage are the chat path's. For each request, as one unit (as ``GenerationS
    ``until_disconnected``;
 3. generate: non-streamed, collect the output and answer the ``Response``; streamed, open
    the event stream (errors before ``response.created`` are still HTTP errors);
-4. store the finished response when ``store`` is true (before its last event is sent);
+4. store the finished response when ``store`` is true (before its last event is sent),
+   owned by the caller's API key: stored responses are read, continued and deleted only
+   with the key that stored them (any other key gets the 404 of an unknown id);
 5. release: one ``AsyncExitStack`` closes ticket and lease, here or, for a stream, in the
    response once its body is over (``GenerationStream.hand_over``).
 """
@@ -88,6 +90,7 @@ class _Planned:
     body: CreateResponseRequest
     input_items: list[dict[str, Any]]
     plan: ChoicePlan
+    owner: str | None  #: ``ResponseStore.owner_of`` the caller's key
 
 
 class ResponsesService:
@@ -121,9 +124,12 @@ class ResponsesService:
 
     # --- POST /v1/responses -----------------------------------------------------------------
 
-    async def create(self, request: Request, body: CreateResponseRequest) -> HTTPResponse:
+    async def create(
+        self, request: Request, body: CreateResponseRequest, caller: bytes | None
+    ) -> HTTPResponse:
+        """``caller``: the API key digest the request was accepted with (None: no keys)."""
         self.shutdown.refuse_if_draining()
-        planned = await self._plan(body)
+        planned = await self._plan(body, self.store.owner_of(caller))
         stream = bool(body.stream)
         async with AsyncExitStack() as held:
             engine = await held.enter_async_context(self.registry.acquire(body.model, "chat"))
@@ -154,7 +160,7 @@ class ResponsesService:
             reply.hand_over(held.pop_all())
             return reply
 
-    async def _plan(self, body: CreateResponseRequest) -> _Planned:
+    async def _plan(self, body: CreateResponseRequest, owner: str | None) -> _Planned:
         validate_request(body)
         limit = self.settings.max_tokens_limit
         if body.max_output_tokens is not None and body.max_output_tokens > limit:
@@ -165,7 +171,7 @@ class ResponsesService:
         history: list[dict[str, Any]] = []
         if body.previous_response_id is not None:
             try:
-                history = await self._stored(self.store.history(body.previous_response_id))
+                history = await self._stored(self.store.history(body.previous_response_id, owner))
             except ResponseNotStored as exc:
                 raise response_not_found(exc.response_id, "previous_response_id") from None
         items = input_item_resources(body)
@@ -175,8 +181,8 @@ class ResponsesService:
             )
             (plan,) = plan_chat(chat_request(body, messages), self.settings)
         except APIError as exc:
-            raise as_responses_error(exc) from None
-        return _Planned(body, items, plan)
+            raise as_responses_error(exc, instructions=bool(body.instructions)) from None
+        return _Planned(body, items, plan, owner)
 
     async def _admit(self, engine: Engine) -> Ticket:
         return await self.admission.admit(engine.model_id, engine.max_concurrency)
@@ -210,24 +216,27 @@ class ResponsesService:
 
     async def _keep(self, planned: _Planned, response: Response) -> None:
         if response.store:
-            await self._stored(self.store.save(stored_record(response, planned.input_items)))
+            record = stored_record(response, planned.input_items, planned.owner)
+            await self._stored(self.store.save(record))
 
     # --- stored responses ---------------------------------------------------------------------
 
-    async def retrieve(self, response_id: str) -> dict[str, Any]:
-        record = await self._stored(self.store.get(response_id))
+    async def retrieve(self, response_id: str, caller: bytes | None) -> dict[str, Any]:
+        record = await self._stored(self.store.get(response_id, self.store.owner_of(caller)))
         if record is None:
             raise response_not_found(response_id)
         return record.response
 
-    async def delete(self, response_id: str) -> DeletedResponse:
-        if not await self._stored(self.store.delete(response_id)):
+    async def delete(self, response_id: str, caller: bytes | None) -> DeletedResponse:
+        owner = self.store.owner_of(caller)
+        if not await self._stored(self.store.delete(response_id, owner)):
             raise response_not_found(response_id)
         return DeletedResponse(id=response_id)
 
     async def input_items(
         self,
         response_id: str,
+        caller: bytes | None,
         *,
         after: str | None,
         before: str | None,
@@ -237,7 +246,12 @@ class ResponsesService:
         try:
             page = await self._stored(
                 self.store.list_input_items(
-                    response_id, after=after, before=before, limit=limit, order=order
+                    response_id,
+                    after=after,
+                    before=before,
+                    limit=limit,
+                    order=order,
+                    owner=self.store.owner_of(caller),
                 )
             )
         except InvalidCursor as exc:
@@ -282,11 +296,16 @@ def responses_param(param: str | None) -> str | None:
     return _CHAT_PARAMS.get(param, param.replace(".function.", "."))
 
 
-def as_responses_error(exc: APIError) -> APIError:
+def as_responses_error(exc: APIError, *, instructions: bool = False) -> APIError:
     """The chat machinery's error, naming the Responses parameter (``input``, not
-    ``messages``: a prompt over the context is 400 ``context_length_exceeded``/``input``)."""
+    ``messages``: a prompt over the context is 400 ``context_length_exceeded``/``input``;
+    with ``instructions``, the first message is theirs: ``instructions``)."""
     param = responses_param(exc.param)
+    if instructions and exc.param is not None and exc.param.startswith("messages[0]"):
+        param = "instructions"
     if param != exc.param and exc.param is not None:
-        exc.message = exc.message.replace(f"your {exc.param}", f"your {param}")
+        exc.message = exc.message.replace(f"your {exc.param}", f"your {param}").replace(
+            f"'{exc.param}'", f"'{param}'"
+        )
         exc.param = param
     return exc

@@ -152,16 +152,6 @@ def _arguments(raw: str, param: str) -> str:
     return raw
 
 
-def _check_name(name: str, param: str) -> str:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            f"Invalid value for '{param}': not valid Unicode.", param=param
-        ) from None
-    return name
-
-
 def chat_turns(
     messages: Sequence[ChatMessage], text_of: Callable[[int, Any], str]
 ) -> tuple[ChatTurn, ...]:
@@ -177,7 +167,7 @@ def chat_turns(
     for i, m in enumerate(messages):
         role = "system" if m.role == "developer" else m.role
         content = text_of(i, m.content)
-        name = _check_name(m.name, f"messages[{i}].name") if m.name else None
+        name = m.name or None
         calls: list[ToolCallPart] = []
         if (m.tool_calls or m.function_call) and m.role != "assistant":
             field = "tool_calls" if m.tool_calls else "function_call"
