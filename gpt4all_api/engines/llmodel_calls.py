@@ -60,6 +60,7 @@ class ContextTokens:
         self.control_tokens = control_tokens
         self.cancelled = cancelled
         self.before_call = before_call  # the slot's thread share, applied between calls
+        self._prefix_tokens = 0
 
     @property
     def n_past(self) -> int:
@@ -100,20 +101,45 @@ class ContextTokens:
             raise RuntimeError(f"context at {lm.context.n_past}, expected {before + count}")
         return count
 
-    def generate(self, limit: int, on_token: Callable[[int, bytes], bool]) -> None:
+    @property
+    def prefix_tokens(self) -> int:
+        return self._prefix_tokens
+
+    def generate(
+        self,
+        limit: int,
+        on_token: Callable[[int, bytes], bool],
+        prefix: tuple[str, bool] | None = None,
+    ) -> None:
+        lm = self.lm
+        before = lm.context.n_past
+        text, special = prefix if prefix is not None else ("", False)
+        self._prefix_tokens = 0
+        generated = 0
+        refused = False
+
         def on_prompt(_: int) -> bool:
-            return True
+            self._prefix_tokens += 1
+            return self._prefix_tokens <= limit and not self.cancelled()
 
         def on_response(token_id: int, piece: bytes) -> bool:
+            nonlocal generated, refused
             if token_id == -1:
+                refused = True
                 return False
+            generated += 1
             keep_going = on_token(token_id, piece)
             self.before_call()
-            return keep_going
+            return keep_going and self._prefix_tokens + generated < limit
 
-        self.lm.context.n_predict = limit
+        lm.context.n_predict = limit
         self.before_call()
-        prompt_call(self.lm, b"", False, on_prompt, on_response, allow_shift=False)
+        prompt_call(lm, text.encode(), special, on_prompt, on_response, allow_shift=False)
+        if text and self.cancelled() and generated == 0:
+            raise Cancelled()
+        if refused or self._prefix_tokens > limit or (text and self._prefix_tokens == 0):
+            lm.context.n_past = before
+            raise NoRoom()
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self.control_tokens

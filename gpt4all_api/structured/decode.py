@@ -72,10 +72,22 @@ class TokenBackend(Protocol):
         returns the tokens added. Raises ``NoRoom`` (nothing evaluated) or
         ``Cancelled``."""
 
-    def generate(self, limit: int, on_token: Callable[[int, bytes], bool]) -> None:
-        """Sample from the logits of the last evaluated token, at most ``limit`` tokens;
-        each is evaluated before ``on_token(id, raw bytes)``, and False stops there (that
-        token stays). Ends silently on EOS or a backend stop string."""
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens the last ``generate`` call's prefix took (final once tokens arrive)."""
+
+    def generate(
+        self,
+        limit: int,
+        on_token: Callable[[int, bytes], bool],
+        prefix: tuple[str, bool] | None = None,
+    ) -> None:
+        """Evaluate ``prefix`` (text, special) if any, then sample from the logits of the
+        last evaluated token, in one call; at most ``limit`` tokens in all, the prefix's
+        included. Each sampled token is evaluated before ``on_token(id, raw bytes)``, and
+        False stops there (that token stays). Ends silently on EOS or a backend stop
+        string. Raises ``NoRoom`` when the prefix alone does not fit in ``limit`` or the
+        context (the caller rewinds), ``Cancelled`` when abandoned during the prefix."""
 
     def is_special(self, token_id: int) -> bool:
         """Control tokens (end of turn, role markers) that text must never contain."""
@@ -89,6 +101,9 @@ class DecodeResult:
     rollbacks: int = 0
     #: stopped from outside (a stop sequence or the client gone): nothing more to say
     interrupted: bool = False
+
+
+_CUT = object()  # pending text that did not fit: the reply ends with length
 
 
 class _End(enum.Enum):
@@ -147,9 +162,10 @@ class StructuredDecoder:
             if finishing:
                 self._repair()  # the model had its chances: finish the reply without it
                 continue
-            if not self._flush() or self._remaining() <= 0:
+            prefix = self._evaluate_pending()
+            if prefix is _CUT or self._remaining() <= 0:
                 return self._result("length")
-            end = self._generate()
+            end = self._generate(prefix if isinstance(prefix, tuple) else None)
             if end is _End.INTERRUPTED:
                 return self._result("stop", interrupted=True)
             if end is _End.LENGTH:
@@ -215,6 +231,20 @@ class StructuredDecoder:
             calls.append((text, special))
         return calls
 
+    def _evaluate_pending(self) -> tuple[str, bool] | object | None:
+        """Evaluate the pending text but its last call, which is returned to be evaluated
+        in the same backend call as the sampling that follows (one call, not two); _CUT
+        when the tokens or the context ran out (the prefix that fitted is emitted)."""
+        calls = self._calls(self.pending)
+        self.pending = []
+        if not calls:
+            return None
+        *head, last = calls
+        self.pending = head
+        if head and not self._flush():
+            return _CUT
+        return last
+
     def _evaluate_all(self, calls: list[tuple[str, bool]]) -> int:
         return sum(self.backend.evaluate(text, special) for text, special in calls)
 
@@ -222,7 +252,9 @@ class StructuredDecoder:
         """Evaluate and emit the pending text; False when only a prefix fitted (the
         tokens or the context ran out: that prefix is emitted)."""
         runs, self.pending = self.pending, []
-        calls = self._calls(runs)
+        return self._evaluate_calls(self._calls(runs))
+
+    def _evaluate_calls(self, calls: list[tuple[str, bool]]) -> bool:
         if not calls:
             return True
         budget = self._remaining()
@@ -261,13 +293,17 @@ class StructuredDecoder:
 
     # --- sampling ------------------------------------------------------------------------
 
-    def _generate(self) -> _End:
+    def _generate(self, prefix: tuple[str, bool] | None) -> _End:
+        """Sample (after evaluating ``prefix``, the fixed text before this choice, in the
+        same call) until the grammar fixes text again, refuses a character, or the model
+        stops."""
         m = self.matcher
         backend = self.backend
-        base = backend.n_past
+        start = backend.n_past
         limit = self._remaining()
         # the context, not max_tokens, is what runs out first: keep room to close the reply
-        guard_room = backend.room if limit == backend.room else None
+        room = backend.room  # (a backend's own count may lag until its call returns)
+        guard = limit == room
         raw = bytearray()
         ends: list[int] = []  # bytes of the reply so far after each token
         decoder = codecs.getincrementaldecoder("utf-8")()
@@ -276,10 +312,18 @@ class StructuredDecoder:
         emitted_tokens = 0
         outcome = _End.CHOICE_REFUSED  # what ending by itself means
         refused = False
+        prefix_emitted = prefix is None
         self.refused = ""
+
+        def emit_prefix() -> None:
+            nonlocal prefix_emitted
+            if not prefix_emitted and prefix is not None:
+                self.emit(prefix[0], backend.prefix_tokens)
+                prefix_emitted = True
 
         def on_token(token_id: int, piece: bytes) -> bool:
             nonlocal accepted, emitted, emitted_tokens, outcome, refused
+            emit_prefix()
             ends.append(len(raw) + len(piece))
             if self.interrupted():
                 outcome = _End.INTERRUPTED
@@ -310,12 +354,20 @@ class StructuredDecoder:
             if m.done or m.has_forced():
                 outcome = _End.CONTINUE
                 return False
-            if guard_room is not None and guard_room - len(ends) <= self._reserve():
+            if guard and room - backend.prefix_tokens - len(ends) <= self._reserve():
                 outcome = _End.CLOSE
                 return False
             return True
 
-        backend.generate(limit, on_token)
+        try:
+            backend.generate(limit, on_token, prefix)
+        except NoRoom:  # the prefix alone does not fit: the part that does, then length
+            assert prefix is not None
+            backend.rewind(start)
+            self._evaluate_calls([prefix])
+            return _End.LENGTH
+        emit_prefix()  # (when the model ended at once)
+        base = start + backend.prefix_tokens
         if backend.n_past != base + len(ends):
             raise RuntimeError(
                 f"context at {backend.n_past}, expected {base + len(ends)} after sampling"
@@ -325,7 +377,7 @@ class StructuredDecoder:
             return outcome
         if outcome in (_End.CONTINUE, _End.CLOSE) and not refused:
             return outcome
-        if not refused and len(ends) >= limit:
+        if not refused and backend.prefix_tokens + len(ends) >= limit:
             outcome = _End.LENGTH
         # keep what was allowed: back to the last token boundary that is also a character
         # boundary, and evaluate the allowed rest of the tokens after it again

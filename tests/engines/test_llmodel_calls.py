@@ -98,6 +98,13 @@ def test_evaluate_rewind_and_sample(loop: asyncio.AbstractEventLoop, engine: Gpt
         with pytest.raises(NoRoom):
             ctx.evaluate("y" * N_CTX, False)
         assert ctx.n_past == 6  # nothing of it evaluated
+        # a prefix evaluated and sampling after it, in one call; the limit counts both
+        seen.clear()
+        ctx.generate(5, lambda _, piece: seen.append(piece) is None, ("xyz", False))
+        assert ctx.prefix_tokens == 3 and len(seen) == 2 and ctx.n_past == 11
+        with pytest.raises(NoRoom):  # a prefix over the limit: nothing kept
+            ctx.generate(2, lambda *_: True, ("abc", False))
+        assert ctx.n_past == 11
         assert 2 in ctx.control_tokens and ctx.is_special(2)  # <|im_end|>, the EOS
 
     on_worker(loop, engine, check)

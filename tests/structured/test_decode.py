@@ -67,9 +67,21 @@ class FakeContext:
         self.tokens.extend(c.encode() for c in text)
         return len(text)
 
-    def generate(self, limit: int, on_token: Callable[[int, bytes], bool]) -> None:
+    prefix_tokens: int = 0
+
+    def generate(
+        self,
+        limit: int,
+        on_token: Callable[[int, bytes], bool],
+        prefix: tuple[str, bool] | None = None,
+    ) -> None:
+        self.prefix_tokens = 0
+        if prefix is not None:
+            if len(prefix[0]) > min(limit, self.room):
+                raise NoRoom()
+            self.prefix_tokens = self.evaluate(*prefix)
         self.generations += 1
-        for _ in range(limit):
+        for _ in range(limit - self.prefix_tokens):
             if not self.script or self.n_past >= self.n_ctx:
                 return
             item = self.script.pop(0)
@@ -104,12 +116,12 @@ def decode(
     max_tokens: int | None = None,
     n_ctx: int = 4096,
     stop_after: int | None = None,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
 ) -> tuple[str, Any, FakeContext]:
     ctx = FakeContext(list(script), n_ctx=n_ctx)
     pieces: list[tuple[str, int]] = []
     decoder = StructuredDecoder(
-        compile_schema(schema, strict=False, limits=limits),
+        compile_schema(schema, strict=False, limits=limits or Limits()),
         ctx,
         max_tokens=max_tokens,
         emit=lambda text, tokens: pieces.append((text, tokens)),
