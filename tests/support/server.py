@@ -44,10 +44,14 @@ class Server:
 
 @contextmanager
 def run_server(
-    env: dict[str, str], log_path: Path, timeout: float = 120.0, expect_healthy: bool = True
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float = 120.0,
+    expect_healthy: bool = True,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Run the server with ``env`` on a free port until the block ends."""
-    port = free_port()
+    """Run the server with ``env`` on ``port`` (default: a free one) until the block ends."""
+    port = port or free_port()
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",
