@@ -156,6 +156,9 @@ def test_another_replica_continues_through_redis(cluster: Cluster) -> None:
     there, again, _ = chat(b.v1, follow)
     assert cached(again) == usage["prompt_tokens"]
     assert cluster.kv("api2")["redis"]["hits"] == hits + 1
+    metrics = httpx.get(b.url + "/metrics", timeout=10).text
+    assert f'kv_tier_hits_total{{model="{SMOL}",tier="redis"}} {hits + 1}.0' in metrics
+    assert f'kv_redis_up{{model="{SMOL}"}} 1.0' in metrics
     here, _, _ = chat(a.v1, follow)  # the conversation's own replica, from its live slot
     assert there == here
 
