@@ -407,6 +407,7 @@ class KvTiers:
     def as_dict(self) -> dict[str, Any]:
         return {
             "lookups": self.lookups,
+            "pending": self._pending.unfinished_tasks,
             "dropped": self.dropped,
             **{t.name: {**t.as_dict(), **self.counts[t.name].as_dict()} for t in self.tiers},
         }

@@ -9,8 +9,6 @@ benchmark's job (bench/bench_cluster.py); here the token counts and routes are c
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.cluster import Cluster, run_cluster
+from tests.support.cluster import Cluster, kill_mid_traffic, run_cluster
 from tests.support.fixtures import SMOL
 from tests.support.postgres import PostgresServer, create_database
 from tests.support.redis_server import RedisServer
@@ -188,26 +186,6 @@ def test_a_restarted_replica_continues_from_disk(cluster: Cluster) -> None:
         cluster.balancer.wait("api3", "UP")
 
 
-def _stream(url: str, key: str, body: dict[str, Any], out: dict[str, Any]) -> None:
-    """One streamed chat request; what happened goes to ``out``."""
-    out.update(text="", complete=False, started=threading.Event())
-    try:
-        with httpx.stream("POST", url, json=body, headers={"X-Session-Id": key}, timeout=300) as r:
-            out.update(status=r.status_code, served_by=r.headers.get("x-served-by"))
-            for line in r.iter_lines():
-                if line == "data: [DONE]":
-                    out["complete"] = True
-                elif line.startswith("data: "):
-                    chunk = json.loads(line[6:])
-                    for choice in chunk.get("choices", []):
-                        out["text"] += choice["delta"].get("content") or ""
-                        out["started"].set()
-    except httpx.HTTPError as exc:
-        out["error"] = repr(exc)
-    finally:
-        out["started"].set()
-
-
 def test_a_replica_killed_mid_traffic(cluster: Cluster) -> None:
     """Kill -9 one replica while every replica streams: only the streams it was sending
     fail; everything else, queued or retried, answers as before; then its conversations
@@ -233,28 +211,7 @@ def test_a_replica_killed_mid_traffic(cluster: Cluster) -> None:
         expected[k] = body["choices"][0]["message"]["content"]
     victim = home[keys[0]]
 
-    results: dict[str, dict[str, Any]] = {k: {} for k in keys}
-    threads = [
-        threading.Thread(
-            target=_stream,
-            args=(cluster.v1 + "/chat/completions", k, {**bodies[k], "stream": True}, results[k]),
-        )
-        for k in keys
-    ]
-    for t in threads:
-        t.start()
-    while not all("started" in r for r in results.values()):
-        time.sleep(0.01)
-    deadline = time.monotonic() + 120
-    while not any(
-        r.get("served_by") == victim and r["text"] and not r["complete"] for r in results.values()
-    ):
-        assert time.monotonic() < deadline, results
-        time.sleep(0.005)
-    cluster.kill(victim)
-    for t in threads:
-        t.join(300)
-
+    results = kill_mid_traffic(cluster, bodies, victim)
     broken = [k for k, r in results.items() if not r["complete"]]
     assert broken, "the victim was streaming when it was killed"
     for k, r in results.items():

@@ -4,6 +4,8 @@ Redis (saved contexts), each with a DATA_DIR of its own (its disk tier)."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -86,6 +88,14 @@ class Cluster:
                 raise AssertionError(f"{name}: {self.kv(name)}")
             time.sleep(0.05)
 
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Until no running replica has saved contexts waiting to be written."""
+        deadline = time.monotonic() + timeout
+        while any(self.kv(n)["pending"] for n, r in self.replicas.items() if r.server):
+            if time.monotonic() > deadline:
+                raise AssertionError({n: self.kv(n) for n in self.replicas})
+            time.sleep(0.02)
+
     def close(self) -> None:
         for r in self.replicas.values():
             r.stack.close()
@@ -106,3 +116,49 @@ def run_cluster(
             yield cluster
     finally:
         cluster.close()
+
+
+def _stream(url: str, key: str, body: dict[str, Any], out: dict[str, Any]) -> None:
+    """One streamed chat request; its status, replica, text and whether it completed go
+    to ``out``."""
+    out.update(text="", complete=False, started=threading.Event())
+    try:
+        with httpx.stream(
+            "POST", url, json={**body, "stream": True}, headers={"X-Session-Id": key}, timeout=300
+        ) as r:
+            out.update(status=r.status_code, served_by=r.headers.get("x-served-by"))
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    out["complete"] = True
+                elif line.startswith("data: "):
+                    for choice in json.loads(line[6:]).get("choices", []):
+                        out["text"] += choice["delta"].get("content") or ""
+    except httpx.HTTPError as exc:
+        out["error"] = repr(exc)
+
+
+def kill_mid_traffic(
+    cluster: Cluster, bodies: dict[str, dict[str, Any]], victim: str
+) -> dict[str, dict[str, Any]]:
+    """Stream every chat body at once through the balancer (X-Session-Id: its key), kill -9
+    ``victim`` as soon as one of its streams has sent text, and return what each got."""
+    results: dict[str, dict[str, Any]] = {k: {"text": "", "complete": False} for k in bodies}
+    threads = [
+        threading.Thread(
+            target=_stream, args=(cluster.v1 + "/chat/completions", k, body, results[k])
+        )
+        for k, body in bodies.items()
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 300
+    while not any(
+        r.get("served_by") == victim and r["text"] and not r["complete"] for r in results.values()
+    ):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{victim} never streamed: {results}")
+        time.sleep(0.005)
+    cluster.kill(victim)
+    for t in threads:
+        t.join(300)
+    return results
