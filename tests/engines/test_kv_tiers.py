@@ -13,11 +13,10 @@ import pytest
 from pydantic import SecretStr
 
 from gpt4all_api.engines.base import ChatTurn, Done
-from gpt4all_api.engines.cpu_slots import CpuServing
 from gpt4all_api.engines.gpt4all_cpu import Gpt4AllEngine
 from gpt4all_api.engines.kv_tiers import MIN_PUBLISH_TOKENS, DiskTier
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE
-from tests.engines.test_gpt4all_cpu import chat, context, run
+from tests.engines.test_gpt4all_cpu import _engine, chat, context, run
 from tests.support.server import free_port
 from tests.support.tinymodel import build_tiny_model
 
@@ -41,16 +40,7 @@ def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(
     loop: asyncio.AbstractEventLoop, path: Path, *, n_ctx: int = 1024, **serving: Any
 ) -> Gpt4AllEngine:
-    eng = Gpt4AllEngine(
-        path.stem,
-        path,
-        n_ctx=n_ctx,
-        n_batch=128,
-        n_threads=1,
-        serving=CpuServing(**{"parallel": 1, "state_cache_mb": 0, **serving}),
-    )
-    loop.run_until_complete(eng.start())
-    return eng
+    return _engine(loop, path, n_ctx, **serving)
 
 
 def disk(directory: Path, mb: int = 64) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import ROOT, free_port
+from tests.support.server import ROOT, Server, free_port, stop_process
 
 CONFIG = ROOT / "deploy" / "haproxy.cfg"
 INSTALL_HINT = (
@@ -57,18 +57,10 @@ def deploy_config(
 
 
 @dataclass
-class Balancer:
-    base_url: str
-    stats_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+class Balancer(Server):
+    """HAProxy: ``base_url`` its frontend, ``stats_url`` its stats page."""
 
-    @property
-    def v1(self) -> str:
-        return self.base_url + "/v1"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    stats_url: str = ""
 
     def servers(self, backend: str = "generate") -> dict[str, str]:
         """Server name -> status (UP, DOWN, MAINT, ...) as HAProxy sees it now."""
@@ -103,7 +95,7 @@ def run_haproxy(replicas: dict[str, int], maxconn: int, directory: Path) -> Iter
             [binary, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT
         )
     balancer = Balancer(
-        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}", proc, log_path
+        f"http://127.0.0.1:{port}", proc, log_path, stats_url=f"http://127.0.0.1:{stats_port}"
     )
     try:
         deadline = time.monotonic() + 30
@@ -120,9 +112,4 @@ def run_haproxy(replicas: dict[str, int], maxconn: int, directory: Path) -> Iter
             time.sleep(0.1)
         yield balancer
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import free_port
+from tests.support.server import free_port, stop_process
 
 INSTALL_HINT = (
     "redis-server not found: install it with `apt-get update && apt-get install -y "
@@ -75,12 +75,7 @@ def run_redis(maxmemory: str = "512mb") -> Iterator[RedisServer]:
                 time.sleep(0.05)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         shutil.rmtree(base, ignore_errors=True)
 
 
