@@ -122,6 +122,14 @@ class _SlotCollector(Collector):
         )
         disk_bytes = gauge("kv_disk_bytes", "Bytes of saved contexts on disk (KV_DISK_MB).")
         redis_up = gauge("kv_redis_up", "1 while the shared KV tier (KV_CACHE_URL) answers.")
+        outputs = counter("structured_outputs", "Replies held to a schema or a forced call.")
+        repairs = counter(
+            "structured_repairs",
+            "Values the decoder closed or chose where the model's own text was not allowed.",
+        )
+        rollbacks = counter(
+            "structured_rollbacks", "Tokens taken back because a character was not allowed."
+        )
         for model, info in self._slots():
             cache = info.get("cache") or {}
             slots.add_metric([model], info.get("slots", 0))
@@ -147,7 +155,12 @@ class _SlotCollector(Collector):
                 disk_bytes.add_metric([model], tiers["disk"]["bytes"])
             if "redis" in tiers:
                 redis_up.add_metric([model], int(tiers["redis"]["up"]))
+            structured = info.get("structured") or {}
+            outputs.add_metric([model], structured.get("outputs", 0))
+            repairs.add_metric([model], structured.get("repairs", 0))
+            rollbacks.add_metric([model], structured.get("rollbacks", 0))
         yield from (slots, busy, requests, hits, prompt, cached, ratio, saved, saved_bytes)
+        yield from (outputs, repairs, rollbacks)
         yield from (tier_hits, tier_rejected, tier_writes, disk_bytes, redis_up)
 
 

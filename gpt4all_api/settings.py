@@ -120,6 +120,14 @@ class Settings(BaseSettings):
         description="Seconds a saved context stays in KV_CACHE_URL after it was written "
         "(0: until Redis evicts it).",
     )
+    structured_max_items: int = Field(
+        32,
+        ge=1,
+        le=10000,
+        description="Structured output on CPU: items of an array without maxItems (and "
+        "members of a free-form object) after which the decoder closes it; small models "
+        "rarely close lists by themselves.",
+    )
 
     # --- model management ------------------------------------------------------------------
     catalog_url: str = Field(

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gpt4all_api.structured import OutputConstraint
+
 FinishReason = Literal["stop", "length"]
 
 #: What a model can be used for; one name per endpoint family. Requests name the one they
@@ -112,6 +114,10 @@ class GenerationRequest:
     tool_choice: ToolChoice = ToolChoice()
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
+    #: What the reply must be, for engines that hold it there themselves (CPU): a JSON
+    #: value (``response_format``) or one call of an allowed tool (``required``/named).
+    #: None in GPU mode, where the upstream gets ``response_format`` and ``tool_choice``.
+    constraint: OutputConstraint | None = None
 
 
 @dataclass(frozen=True, slots=True)

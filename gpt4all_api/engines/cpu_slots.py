@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pydantic import SecretStr
 from gpt4all_api.engines.prompt_cache import ContextCache
 from gpt4all_api.engines.worker import ModelWorker
 from gpt4all_api.settings import Settings
+from gpt4all_api.structured import DecodeResult
 
 
 def default_parallel() -> int:
@@ -169,3 +171,31 @@ class CacheStats:
                 round(self.cached_tokens / self.prompt_tokens, 4) if self.prompt_tokens else 0.0
             ),
         }
+
+
+class StructuredStats:
+    """Structured replies (``structured.decode``) and what the decoder did for them; noted
+    on the slots' worker threads, read at scrape time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.outputs = 0
+        self.repairs = 0
+        self.rollbacks = 0
+        self.tokens = 0
+
+    def note(self, result: DecodeResult) -> None:
+        with self._lock:
+            self.outputs += 1
+            self.repairs += result.repairs
+            self.rollbacks += result.rollbacks
+            self.tokens += result.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "outputs": self.outputs,
+                "repairs": self.repairs,
+                "rollbacks": self.rollbacks,
+                "tokens": self.tokens,
+            }

@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import codecs
 import collections
-import ctypes
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,16 @@ from gpt4all_api.engines.base import (
     ModelInfo,
     Token,
 )
-from gpt4all_api.engines.cpu_slots import CacheStats, CpuServing, Slot, SlotPool, default_threads
+from gpt4all_api.engines.cpu_slots import (
+    CacheStats,
+    CpuServing,
+    Slot,
+    SlotPool,
+    StructuredStats,
+    default_threads,
+)
 from gpt4all_api.engines.kv_tiers import KvTiers
+from gpt4all_api.engines.llmodel_calls import ContextTokens, prompt_call
 from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
 from gpt4all_api.engines.prompt_cache import (
     MARKUP_MARK,
@@ -62,7 +69,15 @@ from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
 from gpt4all_api.model_store.gguf import GGUFSummary, probe_gguf
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
-from gpt4all_api.services.tools.render import chat_prompt_input
+from gpt4all_api.services.tools.render import call_markup, chat_prompt_input
+from gpt4all_api.structured import (
+    JsonOutput,
+    Node,
+    OutputConstraint,
+    StructuredDecoder,
+    tool_call_grammar,
+)
+from gpt4all_api.structured.decode import Cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +139,7 @@ class Gpt4AllEngine(LocalEngine):
         self.metadata: GGUFSummary | None = None
         self.template: ChatTemplate | None = None
         self.stats = CacheStats()
+        self.structured = StructuredStats()
         self.store = (
             StateStore(serving.state_cache_mb * 1024 * 1024)
             if serving.prompt_cache and serving.state_cache_mb > 0
@@ -223,6 +239,7 @@ class Gpt4AllEngine(LocalEngine):
             "threads": pool.total_threads if pool else 0,
             "prompt_cache": self.serving.prompt_cache,
             "cache": self.stats.as_dict(),
+            "structured": self.structured.as_dict(),
             "saved_contexts": self.store.as_dict() if self.store else None,
             "kv_tiers": self.tiers.as_dict() if self.tiers else None,
         }
@@ -251,13 +268,6 @@ class Gpt4AllEngine(LocalEngine):
     def _segments(self, request: GenerationRequest) -> list[Segment]:
         """The prompt as evaluated: chat markup with special tokens parsed, contents and
         completion prompts as plain text (a content cannot forge the template's tokens)."""
-        if request.response_format is not None:
-            kind = request.response_format.get("type")
-            raise InvalidRequest(
-                f"'response_format' '{kind}' is not supported in CPU mode: the gpt4all backend "
-                "cannot constrain sampling to JSON (GPU mode with TGI can).",
-                param="response_format",
-            )
         if request.messages is not None:
             assert self.template is not None
             turns, tools = chat_prompt_input(self.template, request)
@@ -324,7 +334,7 @@ class Gpt4AllEngine(LocalEngine):
         saved = lm.context.n_past
         slot.apply_threads()
         try:
-            _prompt(lm, data, special, on_prompt, on_response, allow_shift=False)
+            prompt_call(lm, data, special, on_prompt, on_response, allow_shift=False)
         except BaseException:
             slot.cache.clear()
             raise
@@ -429,7 +439,9 @@ class Gpt4AllEngine(LocalEngine):
             min_p=p.min_p,
             temp=p.temperature,
             n_batch=self.n_batch,
-            repeat_penalty=p.repeat_penalty,
+            # a reply held to a grammar repeats its own markup (quotes, commas, keys):
+            # penalising them derails the values the model writes between them
+            repeat_penalty=p.repeat_penalty if request.constraint is None else 1.0,
             repeat_last_n=p.repeat_last_n,
             context_erase=0.75,
             reset_context=True,
@@ -456,7 +468,10 @@ class Gpt4AllEngine(LocalEngine):
             if caching and segments[-1].special:
                 # a chat reply comes back as the start of a call: markup-parsed when safe
                 cache.extend(bytes((MARKUP_MARK,)))
-            generated, finish = self._sample(slot, job, request, n_predict, emit, stop)
+            if request.constraint is not None:
+                generated, finish = self._decode(slot, job, request, emit, stop)
+            else:
+                generated, finish = self._sample(slot, job, request, n_predict, emit, stop)
         except _PromptTooLong:
             raise  # nothing evaluated past the last boundary is kept; the rest is valid
         except BaseException:
@@ -524,7 +539,7 @@ class Gpt4AllEngine(LocalEngine):
         lm = slot.model.model
         lm.context.n_past = 0
         slot.apply_threads()
-        _prompt(lm, b" ", False, lambda _: True, lambda _t, _p: False, allow_shift=False)
+        prompt_call(lm, b" ", False, lambda _: True, lambda _t, _p: False, allow_shift=False)
 
     def _publish(self, slot: Slot) -> None:
         """Worker thread, after the answer is out: hand the slot's context to the disk and
@@ -564,7 +579,7 @@ class Gpt4AllEngine(LocalEngine):
         before = lm.context.n_past
         lm.context.n_predict = 0
         slot.apply_threads()
-        _prompt(lm, data, special, on_prompt, on_response, allow_shift=False)
+        prompt_call(lm, data, special, on_prompt, on_response, allow_shift=False)
         if overflow:
             raise _PromptTooLong()
         if job.cancelled.is_set():
@@ -617,11 +632,46 @@ class Gpt4AllEngine(LocalEngine):
             return 0, "length"
         lm.context.n_predict = n_predict
         slot.apply_threads()
-        _prompt(lm, b"", False, on_prompt, on_response, allow_shift=True)
+        prompt_call(lm, b"", False, on_prompt, on_response, allow_shift=True)
         tail = decoder.decode(b"", final=True)
         if tail and not job.cancelled.is_set():
             emit(Token(tail, tokens=0))
         return generated, finish
+
+    def _decode(
+        self, slot: Slot, job: Job, request: GenerationRequest, emit: Any, stop: threading.Event
+    ) -> tuple[int, FinishReason]:
+        """A reply held to ``request.constraint`` (``structured.decode``): the text it
+        fixes is evaluated, what the model chooses is sampled and checked."""
+        assert request.constraint is not None
+        meta = self.metadata
+        backend = ContextTokens(
+            slot.model.model,
+            self.n_ctx,
+            meta.control_tokens if meta else frozenset(),
+            job.cancelled.is_set,
+            slot.apply_threads,
+        )
+        decoder = StructuredDecoder(
+            self._grammar(request.constraint),
+            backend,
+            max_tokens=request.params.max_tokens,
+            emit=lambda text, tokens: emit(Token(text, tokens)),
+            interrupted=lambda: job.cancelled.is_set() or stop.is_set(),
+            plain_is_safe=_SPECIAL_CHARS.isdisjoint,
+        )
+        try:
+            result = decoder.run()
+        except Cancelled:
+            return 0, "stop"
+        self.structured.note(result)
+        return result.completion_tokens, result.finish_reason
+
+    def _grammar(self, constraint: OutputConstraint) -> Node:
+        if isinstance(constraint, JsonOutput):
+            return constraint.value
+        assert self.template is not None
+        return tool_call_grammar(call_markup(self.template), constraint.tools)
 
 
 #: A content holding none of these characters cannot contain a control token's text
@@ -684,36 +734,6 @@ def _rest(segments: list[Segment], offset: int) -> list[tuple[bytes, bool, bytes
             rest.append((tail, s.special, tail))
         pos = end
     return rest
-
-
-def _prompt(
-    lm: Any,
-    data: bytes,
-    special: bool,
-    on_prompt: Callable[[int], bool],
-    on_response: Callable[[int, bytes], bool],
-    *,
-    allow_shift: bool,
-) -> None:
-    """One ``llmodel_prompt`` call with raw callbacks: ``on_prompt`` fires per prompt token,
-    ``on_response`` per generated token with its raw bytes (the bindings' own decoder hides
-    tokens that end inside a UTF-8 sequence, which would break the token count).
-
-    The template "%1%2" evaluates exactly ``data``: with one placeholder the backend would
-    append "\\n\\n" after the reply (its default assistant suffix)."""
-    from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
-
-    llmodel.llmodel_prompt(
-        lm.model,
-        data,
-        b"%1%2",
-        PromptCallback(on_prompt),
-        ResponseCallback(on_response),
-        allow_shift,
-        lm.context,
-        special,
-        ctypes.c_char_p(),
-    )
 
 
 class _PromptTooLong(Exception):

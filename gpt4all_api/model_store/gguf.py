@@ -12,6 +12,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,8 @@ class GGUFSummary:
     chat_template: str | None = None
     bos_token: str = ""
     eos_token: str = ""
+    #: Ids of control, unknown and unused tokens (end of turn, role markers): never text.
+    control_tokens: frozenset[int] = frozenset()
 
     @property
     def is_embedding(self) -> bool:
@@ -120,6 +124,7 @@ def _parse(buf: Any, size: int, name: str) -> GGUFSummary:
         raise GGUFError(f"{name} has an implausible header (corrupt file)")
     kv: dict[str, Any] = {}
     tokens_at: tuple[int, int] | None = None  # (offset of the first string, count)
+    types_at: tuple[int, int] | None = None  # (offset of the int32 token types, count)
     for _ in range(n_kv):
         key = cur.string() or ""
         vtype = cur.take("<I")
@@ -127,6 +132,10 @@ def _parse(buf: Any, size: int, name: str) -> GGUFSummary:
             itype, n = struct.unpack_from("<IQ", cur.buf, cur.pos)
             if itype == 8:
                 tokens_at = (cur.pos + 12, n)
+        if key == "tokenizer.ggml.token_type" and vtype == 9:
+            itype, n = struct.unpack_from("<IQ", cur.buf, cur.pos)
+            if itype == 5 and cur.pos + 12 + 4 * n <= size:
+                types_at = (cur.pos + 12, n)
         kv[key] = cur.value(vtype, keep=True)
     arch = kv.get("general.architecture")
     if not isinstance(arch, str) or not arch:
@@ -184,7 +193,23 @@ def _parse(buf: Any, size: int, name: str) -> GGUFSummary:
         chat_template=template if isinstance(template, str) else None,
         bos_token=token_text("tokenizer.ggml.bos_token_id"),
         eos_token=token_text("tokenizer.ggml.eos_token_id"),
+        control_tokens=_control_tokens(buf, types_at),
     )
+
+
+#: llama.cpp token types that are never text: UNKNOWN, CONTROL, UNUSED.
+_NOT_TEXT = frozenset({2, 3, 5})
+
+
+def _control_tokens(buf: Any, types_at: tuple[int, int] | None) -> frozenset[int]:
+    if types_at is None:
+        return frozenset()
+    start, n = types_at
+    types = array("i")
+    types.frombytes(bytes(buf[start : start + 4 * n]))
+    if sys.byteorder != "little":  # pragma: no cover - GGUF is little-endian
+        types.byteswap()
+    return frozenset(i for i, t in enumerate(types) if t in _NOT_TEXT)
 
 
 def probe_gguf(path: Path) -> GGUFSummary:

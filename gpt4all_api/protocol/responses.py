@@ -336,12 +336,11 @@ def _unsupported(param: str, what: str) -> InvalidRequest:
     return InvalidRequest(f"{what} is not supported by this server.", param=param)
 
 
-def validate_request(request: CreateResponseRequest, *, structured_output: bool = False) -> None:
+def validate_request(request: CreateResponseRequest) -> None:
     """Refuse what this server cannot honour, with a 400 naming the parameter.
 
-    ``structured_output``: whether the serving backend can constrain output to JSON
-    (``text.format`` ``json_object`` / ``json_schema``); gpt4all on CPU cannot.
-    Checks that need the stored history (matching call ids) are the translation's.
+    Checks that need the stored history (matching call ids) are the translation's; a
+    ``text.format`` schema is checked with the chat request it becomes.
     """
     if request.background:
         raise _unsupported("background", "'background': true (background responses)")
@@ -368,18 +367,11 @@ def validate_request(request: CreateResponseRequest, *, structured_output: bool 
             "or 'json_schema'.",
             param="text.format.type",
         )
-    if fmt.type != "text":
-        if not structured_output:
-            raise InvalidRequest(
-                f"'text.format' of type '{fmt.type}' is not supported with this backend: it "
-                "cannot constrain output to JSON. Use type 'text'.",
-                param="text.format",
-            )
-        if isinstance(fmt, FormatJsonSchema) and not _NAME.match(fmt.name):
-            raise InvalidRequest(
-                "'text.format.name' may only contain a-z, A-Z, 0-9, '_' and '-'.",
-                param="text.format.name",
-            )
+    if isinstance(fmt, FormatJsonSchema) and not _NAME.match(fmt.name):
+        raise InvalidRequest(
+            "'text.format.name' may only contain a-z, A-Z, 0-9, '_' and '-'.",
+            param="text.format.name",
+        )
 
 
 def _check_parts(parts: list[Any], param: str, allowed: tuple[str, ...]) -> None:

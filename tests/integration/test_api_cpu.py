@@ -292,9 +292,25 @@ BAD_REQUESTS = [
         {
             "model": TINY,
             "messages": [{"role": "user", "content": "x"}],
-            "response_format": {"type": "json_object"},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "a"}},
         },
-        "response_format",
+        "response_format.json_schema",
+    ),
+    (
+        "/chat/completions",
+        {
+            "model": TINY,
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "a",
+                    "strict": True,
+                    "schema": {"type": "string", "pattern": "^a+$"},
+                },
+            },
+        },
+        "response_format.json_schema.schema",
     ),
     (
         "/chat/completions",

@@ -284,7 +284,22 @@ def test_limits_and_refusals_name_the_parameter(server: Server, stream: bool) ->
             None,
         ),
         ({"input": "hi", "max_output_tokens": 0}, 400, "max_output_tokens", None),
-        ({"input": "hi", "text": {"format": {"type": "json_object"}}}, 400, "text.format", None),
+        (
+            {
+                "input": "hi",
+                "text": {
+                    "format": {
+                        "type": "json_schema",
+                        "name": "o",
+                        "strict": True,
+                        "schema": {"type": "object", "properties": {"a": {"not": {}}}},
+                    }
+                },
+            },
+            400,
+            "text.format",
+            None,
+        ),
         ({"input": "hi", "tools": [{"type": "web_search"}]}, 400, "tools[0].type", None),
         ({"input": "hi", "background": True}, 400, "background", None),
         ({"input": "hi", "truncation": "auto"}, 400, "truncation", None),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from langchain_core.messages import (
@@ -50,6 +51,12 @@ TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_time"}},
 ]
 ASK: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+#: A schema keyword the decoder cannot hold a reply to (a 400 in strict mode).
+PATTERN_SCHEMA = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^a+$"}}}
+STRICT_PATTERN_TOOL: Any = {
+    "type": "function",
+    "function": {"name": "lookup", "strict": True, "parameters": PATTERN_SCHEMA},
+}
 #: A second model in the same directory whose call holds invalid JSON.
 BROKEN_CALL = (
     'Let me see. <tool_call>{"name": "get_weather", "arguments": {city: Paris}}</tool_call>'
@@ -164,28 +171,62 @@ def test_round_trip_with_the_tools_result(client: openai.OpenAI, kind: str) -> N
         assert again.choices[0].finish_reason == "tool_calls"
 
 
-def test_required_choice_returns_a_call(client: openai.OpenAI) -> None:
+def _check_call(call: Any, allowed: set[str]) -> dict[str, Any]:
+    """A real call of an allowed tool, its arguments valid against the tool's schema."""
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name in allowed
+    spec = next(t["function"] for t in TOOLS if t["function"]["name"] == call.function.name)
+    args = json.loads(call.function.arguments)
+    jsonschema.validate(args, spec.get("parameters", {"type": "object"}))
+    return dict(args)
+
+
+def test_required_choice_returns_a_valid_call(client: openai.OpenAI) -> None:
+    """The tiny model's script cannot follow the forced markup: the decoder still writes
+    a call of one of the tools (the model's text fits neither name, so the nearest
+    complete one), never words."""
     r = client.chat.completions.create(
         model="tool-model", messages=ASK, tools=TOOLS, tool_choice="required"
     )
     assert r.choices[0].finish_reason == "tool_calls"
-    assert (r.choices[0].message.tool_calls or [])[0].function.name == "get_weather"
+    assert r.choices[0].message.content is None
+    (call,) = r.choices[0].message.tool_calls or []
+    _check_call(call, {"get_weather", "get_time"})
 
 
-def test_required_choice_never_fakes_a_call(client: openai.OpenAI, kind: str) -> None:
-    """The model answers in words although a call was required: that answer is returned
-    as what it is (content, finish_reason stop), not turned into a call."""
-    cases: list[tuple[str, list[Any], str]] = [("plain", ASK, DEFAULT_SENTENCE)]
-    if kind == "template":  # the tool model itself, answering a tool result in words
-        cases.append(("tool-model", _round_trip_history(client), TOOL_ANSWER_SENTENCE))
-    for model, messages, sentence in cases:
-        for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
-            r = client.chat.completions.create(
-                model=model, messages=messages, tools=TOOLS, tool_choice=choice
-            )
-            assert r.choices[0].finish_reason == "stop"
-            assert r.choices[0].message.tool_calls is None
-            assert r.choices[0].message.content == sentence
+def test_forced_call_from_a_model_that_answers_in_words(client: openai.OpenAI) -> None:
+    """A model that only ever says one sentence, forced to call get_weather: the call's
+    markup and keys are written for it, and its sentence becomes the argument (EOS inside
+    the string: the decoder closes it). Streamed, the same call arrives in pieces."""
+    named: Any = {"type": "function", "function": {"name": "get_weather"}}
+    r = client.chat.completions.create(model="plain", messages=ASK, tools=TOOLS, tool_choice=named)
+    assert r.choices[0].finish_reason == "tool_calls"
+    (call,) = r.choices[0].message.tool_calls or []
+    assert _check_call(call, {"get_weather"}) == {"city": DEFAULT_SENTENCE}
+    assert r.usage is not None and r.usage.completion_tokens > 0
+    args, names = "", []
+    for chunk in client.chat.completions.create(
+        model="plain", messages=ASK, tools=TOOLS, tool_choice=named, stream=True
+    ):
+        for tc in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            names += [tc.function.name] if tc.function and tc.function.name else []
+            args += tc.function.arguments or "" if tc.function else ""
+    assert names == ["get_weather"] and json.loads(args) == {"city": DEFAULT_SENTENCE}
+
+
+def test_required_choice_after_a_tool_result(client: openai.OpenAI, kind: str) -> None:
+    """Where the scripted model would answer a tool result in words, a required or named
+    choice still gets a call (the history's call and result rendered as the template
+    does)."""
+    history = _round_trip_history(client)
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        r = client.chat.completions.create(
+            model="tool-model", messages=history, tools=TOOLS, tool_choice=choice
+        )
+        assert r.choices[0].finish_reason == "tool_calls", kind
+        allowed = {"get_weather"} if isinstance(choice, dict) else {"get_weather", "get_time"}
+        (call,) = r.choices[0].message.tool_calls or []
+        _check_call(call, allowed)
 
 
 def test_invalid_json_in_a_call_is_content(client: openai.OpenAI, tool_server: Server) -> None:
@@ -211,15 +252,18 @@ def test_tool_choice_none_returns_text(client: openai.OpenAI) -> None:
     assert "<tool_call>" in (r.choices[0].message.content or "")
 
 
-def test_named_choice_of_another_tool_is_not_a_call(client: openai.OpenAI) -> None:
+def test_named_choice_of_another_tool(client: openai.OpenAI) -> None:
+    """The script calls get_weather; named get_time gets a get_time call, not the
+    script's."""
     r = client.chat.completions.create(
         model="tool-model",
         messages=ASK,
         tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
-    assert r.choices[0].finish_reason == "stop" and not r.choices[0].message.tool_calls
-    assert "get_weather" in (r.choices[0].message.content or "")
+    assert r.choices[0].finish_reason == "tool_calls"
+    (call,) = r.choices[0].message.tool_calls or []
+    assert _check_call(call, {"get_time"}) == {}
 
 
 def test_legacy_functions(client: openai.OpenAI) -> None:
@@ -296,15 +340,25 @@ def test_legacy_function_round_trip(client: openai.OpenAI, kind: str) -> None:
             "functions[0].parameters",
         ),
         ({"messages": [*ASK, {"role": "function", "content": "1"}]}, "messages[1].name"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
         (
             {
                 "response_format": {
                     "type": "json_schema",
-                    "json_schema": {"name": "a", "schema": {}},
+                    "json_schema": {"name": "a", "strict": True, "schema": PATTERN_SCHEMA},
                 }
             },
-            "response_format",
+            "response_format.json_schema.schema",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a"}}},
+            "response_format.json_schema",
+        ),
+        (
+            {
+                "tools": [STRICT_PATTERN_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+            },
+            "tools[0].function.parameters",
         ),
     ],
 )

@@ -152,7 +152,7 @@ def test_chat_request_maps_settings() -> None:
                                 "schema": {"type": "object"}, "strict": True}},
         }
     )  # fmt: skip
-    validate_request(req, structured_output=True)
+    validate_request(req)
     msgs = chat_messages(instructions=None, history=[], input_items=input_item_resources(req))
     chat = chat_request(req, msgs)
     assert (chat.max_completion_tokens, chat.temperature, chat.top_p) == (12, 0.3, 0.8)

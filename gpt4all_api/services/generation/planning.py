@@ -11,6 +11,7 @@ from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.protocol.chat import CreateChatCompletionRequest, TextContentPart
 from gpt4all_api.protocol.common import SamplingFields
 from gpt4all_api.protocol.completions import CreateCompletionRequest
+from gpt4all_api.services.generation.output_format import output_constraint
 from gpt4all_api.services.tools import ToolRequest, chat_turns, plan_tools
 from gpt4all_api.settings import Settings
 
@@ -180,6 +181,7 @@ def plan_chat(req: CreateChatCompletionRequest, settings: Settings) -> list[Choi
         tool_choice=tools.choice,
         parallel_tool_calls=tools.parallel,
         response_format=response_format,
+        constraint=output_constraint(req, tools, settings),
     )
     return [
         ChoicePlan(index=j, request=request, prompt_key=0, tools=tools) for j in range(req.n or 1)

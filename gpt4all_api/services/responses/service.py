@@ -166,7 +166,7 @@ class ResponsesService:
             return reply
 
     async def _plan(self, body: CreateResponseRequest) -> _Planned:
-        validate_request(body, structured_output=self.settings.inference_mode == "gpu")
+        validate_request(body)
         limit = self.settings.max_tokens_limit
         if body.max_output_tokens is not None and body.max_output_tokens > limit:
             raise InvalidRequest(

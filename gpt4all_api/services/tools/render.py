@@ -24,9 +24,17 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from gpt4all_api.engines.base import ChatTurn, GenerationRequest, ToolChoice, ToolSpec
+from gpt4all_api.engines.base import (
+    ChatTurn,
+    GenerationRequest,
+    ToolCallPart,
+    ToolChoice,
+    ToolSpec,
+)
+from gpt4all_api.errors import InvalidRequest
 from gpt4all_api.services.chat_template import ChatTemplate
-from gpt4all_api.services.tools.parse import HERMES_END, HERMES_START
+from gpt4all_api.services.tools.parse import HERMES_END, HERMES_START, parse_tool_calls
+from gpt4all_api.structured import CallMarkup, JsonOutput
 
 
 @lru_cache(maxsize=32)
@@ -126,7 +134,17 @@ def chat_prompt_input(
 ) -> tuple[list[ChatTurn], list[dict[str, Any]] | None]:
     """The turns and the ``tools`` the model's template renders for ``request``: as they
     are without tools; through the template with ``tools`` when it knows them; else the
-    generic fallback (the tool list and call format in the system prompt)."""
+    generic fallback (the tool list and call format in the system prompt). A reply held
+    to a JSON shape is described at the end of the system prompt."""
+    turns, tools = _tool_prompt_input(template, request)
+    if isinstance(request.constraint, JsonOutput):
+        turns = _with_system(turns, request.constraint.instruction())
+    return turns, tools
+
+
+def _tool_prompt_input(
+    template: ChatTemplate, request: GenerationRequest
+) -> tuple[list[ChatTurn], list[dict[str, Any]] | None]:
     assert request.messages is not None
     has_tool_history = any(t.tool_calls or t.role == "tool" for t in request.messages)
     if not request.tools and not has_tool_history:
@@ -140,3 +158,70 @@ def chat_prompt_input(
         else "",
     )
     return turns, tools_payload(request.tools) if request.tools else None
+
+
+#: The generic fallback's call format (``fallback_system_prompt``), read by ``parse``.
+HERMES_MARKUP = CallMarkup(HERMES_START, HERMES_END)
+_PROBE_NAME = "probe_function"
+_PROBE_ARGS = {"probe_argument": "probe value"}
+_PROBE_RESULT = "probe result"
+
+
+@lru_cache(maxsize=32)
+def call_markup(template: ChatTemplate) -> CallMarkup:
+    """How ``template`` writes one tool call, found by rendering a probe call: a forced call
+    is written the same way, so the parser reads it and the next turn renders it back
+    unchanged. Templates that know no tools (the generic fallback) and templates whose
+    call this probe cannot read get the fallback's Hermes format."""
+    if not template_knows_tools(template.source):
+        return HERMES_MARKUP
+    try:
+        return _probe_markup(template) or HERMES_MARKUP
+    except InvalidRequest:
+        return HERMES_MARKUP
+
+
+def _probe_markup(template: ChatTemplate) -> CallMarkup | None:
+    tool = ToolSpec(_PROBE_NAME, None, {"type": "object", "properties": {}})
+    user = ChatTurn("user", "probe")
+    call = ChatTurn(
+        "assistant",
+        "",
+        tool_calls=(ToolCallPart("call_probe", _PROBE_NAME, json.dumps(_PROBE_ARGS)),),
+    )
+    result = ChatTurn("tool", _PROBE_RESULT, name=_PROBE_NAME, tool_call_id="call_probe")
+    payload = tools_payload([tool])
+    head = template.render([user], payload)
+    full = template.render([user, call, result], payload)
+    if not full.startswith(head):
+        return None
+    turn = full[len(head) :]
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(turn):
+        if char != "{":
+            continue
+        try:
+            obj, end = decoder.raw_decode(turn, start)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict) or len(obj) != 2:
+            continue
+        keys = {("name" if v == _PROBE_NAME else "args" if v == _PROBE_ARGS else ""): k
+                for k, v in obj.items()}  # fmt: skip
+        if set(keys) != {"name", "args"}:
+            continue
+        after = turn[end:]
+        cut = min((after.find(m) for m in template.end_of_turn if m in after), default=len(after))
+        markup = CallMarkup(
+            before=turn[:start],
+            after=after[:cut],
+            name_key=keys["name"],
+            args_key=keys["args"],
+            name_first=next(iter(obj)) == keys["name"],
+        )
+        text = markup.before + turn[start:end] + markup.after
+        content, calls = parse_tool_calls(text, {_PROBE_NAME})
+        if content is None and len(calls) == 1:
+            return markup
+        return None
+    return None

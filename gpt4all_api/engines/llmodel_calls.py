@@ -1,0 +1,119 @@
+"""Raw ``llmodel_prompt`` calls on one gpt4all model context (worker thread only).
+
+``prompt_call`` is the one place the C function is called; ``ContextTokens`` offers a
+context to ``structured.decode`` as evaluate / sample / rewind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+from gpt4all_api.structured.decode import Cancelled, NoRoom
+
+
+def prompt_call(
+    lm: Any,
+    data: bytes,
+    special: bool,
+    on_prompt: Callable[[int], bool],
+    on_response: Callable[[int, bytes], bool],
+    *,
+    allow_shift: bool,
+) -> None:
+    """One ``llmodel_prompt`` call with raw callbacks: ``on_prompt`` fires per prompt token,
+    ``on_response`` per generated token with its raw bytes (the bindings' own decoder hides
+    tokens that end inside a UTF-8 sequence, which would break the token count).
+
+    The template "%1%2" evaluates exactly ``data``: with one placeholder the backend would
+    append "\\n\\n" after the reply (its default assistant suffix)."""
+    from gpt4all._pyllmodel import PromptCallback, ResponseCallback, llmodel
+
+    llmodel.llmodel_prompt(
+        lm.model,
+        data,
+        b"%1%2",
+        PromptCallback(on_prompt),
+        ResponseCallback(on_response),
+        allow_shift,
+        lm.context,
+        special,
+        ctypes.c_char_p(),
+    )
+
+
+class ContextTokens:
+    """One slot's context as ``structured.decode.TokenBackend``: no context shift (a
+    shift would move the tokens a rollback returns to), control tokens by id."""
+
+    def __init__(
+        self,
+        lm: Any,
+        n_ctx: int,
+        control_tokens: frozenset[int],
+        cancelled: Callable[[], bool],
+        before_call: Callable[[], None],
+    ) -> None:
+        self.lm = lm
+        self.n_ctx = n_ctx
+        self.control_tokens = control_tokens
+        self.cancelled = cancelled
+        self.before_call = before_call  # the slot's thread share, applied between calls
+
+    @property
+    def n_past(self) -> int:
+        return int(self.lm.context.n_past)
+
+    @property
+    def room(self) -> int:
+        return self.n_ctx - self.n_past
+
+    def rewind(self, n_past: int) -> None:
+        self.lm.context.n_past = n_past
+
+    def evaluate(self, text: str, special: bool) -> int:
+        lm = self.lm
+        before = lm.context.n_past
+        count = 0
+        refused = False
+
+        def on_prompt(_: int) -> bool:
+            nonlocal count
+            count += 1
+            return not self.cancelled()
+
+        def on_response(token_id: int, _: bytes) -> bool:
+            nonlocal refused
+            refused = token_id == -1
+            return False
+
+        lm.context.n_predict = 0
+        self.before_call()
+        prompt_call(lm, text.encode(), special, on_prompt, on_response, allow_shift=False)
+        if self.cancelled():
+            raise Cancelled()
+        if refused or (count == 0 and text):
+            lm.context.n_past = before
+            raise NoRoom()
+        if lm.context.n_past != before + count:
+            raise RuntimeError(f"context at {lm.context.n_past}, expected {before + count}")
+        return count
+
+    def generate(self, limit: int, on_token: Callable[[int, bytes], bool]) -> None:
+        def on_prompt(_: int) -> bool:
+            return True
+
+        def on_response(token_id: int, piece: bytes) -> bool:
+            if token_id == -1:
+                return False
+            keep_going = on_token(token_id, piece)
+            self.before_call()
+            return keep_going
+
+        self.lm.context.n_predict = limit
+        self.before_call()
+        prompt_call(self.lm, b"", False, on_prompt, on_response, allow_shift=False)
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self.control_tokens
