@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 OPENAI028_VENV ?= .venv-openai028
 PYTEST_ARGS ?=
 
-.PHONY: help venv dev-venv models run dev test lint format bench bench-serving bench-reuse bench-structured loadtest clean
+.PHONY: help venv dev-venv models run dev test lint format bench bench-serving bench-reuse bench-structured bench-cluster loadtest clean
 .PHONY: docker-build docker-up docker-up-gpu docker-dev docker-down docker-logs
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-serving - prompt reuse, concurrent clients, /health, RSS per slot (BENCH_SERVING_ARGS=...)"
 	@echo "make bench-reuse   - how often prompt reuse changes a greedy answer"
 	@echo "make bench-structured - structured output vs plain generation tokens/s, rollbacks, repairs"
+	@echo "make bench-cluster - replicas behind HAProxy with Redis/PostgreSQL: affinity, shared and disk tiers, a killed replica"
 	@echo "make loadtest - concurrent clients against a local server (LOADTEST_ARGS=...)"
 	@echo "make docker-build / docker-up / docker-up-gpu / docker-dev / docker-down / docker-logs"
 	@echo "               - the Docker flow (docs/docker.md)"
@@ -73,6 +74,9 @@ bench-reuse: dev-venv models
 BENCH_STRUCTURED_ARGS ?=
 bench-structured: dev-venv models
 	$(PY) -m bench.bench_structured $(BENCH_STRUCTURED_ARGS)
+BENCH_CLUSTER_ARGS ?=
+bench-cluster: dev-venv models
+	$(PY) -m bench.bench_cluster $(BENCH_CLUSTER_ARGS)
 
 LOADTEST_ARGS ?= --clients 16 --duration 20 --max-queue 8 --n-threads 1
 loadtest: dev-venv models

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -84,13 +85,17 @@ def server(model: Path, **env: str) -> Iterator[Server]:
         yield srv
 
 
-def stream(base: str, path: str, body: dict) -> dict[str, float]:
-    """One streamed request: TTFT, tokens, decode tokens/s, usage."""
+def stream(
+    base: str, path: str, body: dict, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One streamed request: TTFT, tokens, decode tokens/s, usage (and, behind HAProxy,
+    the replica that served it)."""
     start = time.perf_counter()
     first: float | None = None
     usage: dict = {}
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", base + path, json=body, timeout=900) as r:
+    with httpx.stream("POST", base + path, json=body, headers=headers, timeout=900) as r:
+        served_by = r.headers.get("x-served-by", "")
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -111,6 +116,7 @@ def stream(base: str, path: str, body: dict) -> dict[str, float]:
         "total": end - start,
         "prompt": usage.get("prompt_tokens", 0),
         "cached": usage.get("prompt_tokens_details", {}).get("cached_tokens", 0),
+        "served_by": served_by,
     }
 
 

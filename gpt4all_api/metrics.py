@@ -104,6 +104,24 @@ class _SlotCollector(Collector):
         ratio = gauge("prompt_cache_hit_ratio", "Cached / prompt tokens since start.")
         saved = gauge("saved_contexts", "Contexts kept in RAM beyond the slots.")
         saved_bytes = gauge("saved_contexts_bytes", "Bytes those saved contexts hold.")
+        tier_labels = ["model", "tier"]
+        tier_hits = CounterMetricFamily(
+            f"{PREFIX}_kv_tier_hits",
+            "Saved contexts restored from disk or Redis.",
+            labels=tier_labels,
+        )
+        tier_rejected = CounterMetricFamily(
+            f"{PREFIX}_kv_tier_rejected",
+            "Saved contexts ignored as corrupt, stale or mismatched.",
+            labels=tier_labels,
+        )
+        tier_writes = CounterMetricFamily(
+            f"{PREFIX}_kv_tier_writes",
+            "Saved contexts written to disk or Redis.",
+            labels=tier_labels,
+        )
+        disk_bytes = gauge("kv_disk_bytes", "Bytes of saved contexts on disk (KV_DISK_MB).")
+        redis_up = gauge("kv_redis_up", "1 while the shared KV tier (KV_CACHE_URL) answers.")
         outputs = counter("structured_outputs", "Replies held to a schema or a forced call.")
         repairs = counter(
             "structured_repairs",
@@ -125,12 +143,25 @@ class _SlotCollector(Collector):
             if store is not None:
                 saved.add_metric([model], store.get("entries", 0))
                 saved_bytes.add_metric([model], store.get("bytes", 0))
+            tiers = info.get("kv_tiers") or {}
+            for tier in ("disk", "redis"):
+                counts = tiers.get(tier)
+                if counts is None:
+                    continue
+                tier_hits.add_metric([model, tier], counts["hits"])
+                tier_rejected.add_metric([model, tier], counts["rejected"])
+                tier_writes.add_metric([model, tier], counts["writes"])
+            if "disk" in tiers:
+                disk_bytes.add_metric([model], tiers["disk"]["bytes"])
+            if "redis" in tiers:
+                redis_up.add_metric([model], int(tiers["redis"]["up"]))
             structured = info.get("structured") or {}
             outputs.add_metric([model], structured.get("outputs", 0))
             repairs.add_metric([model], structured.get("repairs", 0))
             rollbacks.add_metric([model], structured.get("rollbacks", 0))
         yield from (slots, busy, requests, hits, prompt, cached, ratio, saved, saved_bytes)
         yield from (outputs, repairs, rollbacks)
+        yield from (tier_hits, tier_rejected, tier_writes, disk_bytes, redis_up)
 
 
 class Metrics:

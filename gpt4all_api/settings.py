@@ -99,6 +99,27 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(
         2, ge=1, le=64, description="Models kept in memory at once (LRU, idle models unloaded)."
     )
+    kv_disk_mb: int = Field(
+        1024,
+        ge=0,
+        le=16_777_216,
+        description="Disk (MB) under DATA_DIR/kv for saved contexts of conversations, so a "
+        "follow-up after a restart continues its conversation (LRU; 0: none).",
+    )
+    kv_cache_url: SecretStr | None = Field(
+        None,
+        description="Redis or Valkey shared by the replicas for saved contexts, so any replica "
+        "continues any conversation: redis://[:password@]host:6379/0, rediss://... or "
+        "unix:///path. Bound its memory on the server side (maxmemory, allkeys-lru). Unset: "
+        "none. Never logged.",
+    )
+    kv_cache_ttl: int = Field(
+        86400,
+        ge=0,
+        le=31_536_000,
+        description="Seconds a saved context stays in KV_CACHE_URL after it was written "
+        "(0: until Redis evicts it).",
+    )
     structured_max_items: int = Field(
         32,
         ge=1,
@@ -195,7 +216,7 @@ class Settings(BaseSettings):
         "(a stream with its error event). Bounds a hung or unreachable database.",
     )
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "kv_cache_url", mode="before")
     @classmethod
     def _empty_url_is_unset(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
@@ -213,6 +234,23 @@ class Settings(BaseSettings):
                 "DATABASE_URL must be a postgresql://... or sqlite:///... URL "
                 f"(scheme {scheme or 'missing'!r} is not supported)"
             )
+        return SecretStr(url)
+
+    @field_validator("kv_cache_url")
+    @classmethod
+    def _check_kv_cache_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return None
+        url = v.get_secret_value().strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            # The URL may hold a password: name the scheme only.
+            raise ValueError(
+                "KV_CACHE_URL must be a redis://, rediss:// or unix:// URL "
+                f"(scheme {parts.scheme or 'missing'!r} is not supported)"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("KV_CACHE_URL must name a host, e.g. redis://redis:6379/0")
         return SecretStr(url)
 
     # --- gpu mode (INFERENCE_MODE=gpu: proxy to an inference server) ------------------------

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.gpu_fixtures",
     "tests.support.hardening_fixtures",
     "tests.support.postgres",
+    "tests.support.redis_server",
 ]

@@ -19,7 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from gpt4all_api.engines.prompt_cache import ContextCache
 from gpt4all_api.engines.worker import ModelWorker
@@ -41,12 +44,17 @@ def default_threads() -> int:
 
 @dataclass(frozen=True, slots=True)
 class CpuServing:
-    """How a CPU chat model is served (PARALLEL, PROMPT_CACHE*, STATE_CACHE_MB)."""
+    """How a CPU chat model is served (PARALLEL, PROMPT_CACHE*, STATE_CACHE_MB, and the
+    saved-context tiers beyond RAM: KV_DISK_MB under DATA_DIR, KV_CACHE_URL)."""
 
     parallel: int = 1
     prompt_cache: bool = True
     prompt_cache_exact: bool = True
     state_cache_mb: int = 0
+    kv_disk_dir: Path | None = None
+    kv_disk_mb: int = 0
+    kv_cache_url: SecretStr | None = None
+    kv_cache_ttl: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CpuServing:
@@ -56,6 +64,10 @@ class CpuServing:
             prompt_cache=settings.prompt_cache,
             prompt_cache_exact=settings.prompt_cache_exact,
             state_cache_mb=settings.state_cache_mb,
+            kv_disk_dir=settings.data_dir / "kv",
+            kv_disk_mb=settings.kv_disk_mb,
+            kv_cache_url=settings.kv_cache_url,
+            kv_cache_ttl=settings.kv_cache_ttl,
         )
 
 

@@ -47,6 +47,7 @@ from gpt4all_api.engines.cpu_slots import (
     StructuredStats,
     default_threads,
 )
+from gpt4all_api.engines.kv_tiers import KvTiers
 from gpt4all_api.engines.llmodel_calls import ContextTokens, prompt_call
 from gpt4all_api.engines.local import LocalEngine, ModelLoadError, check_loaded
 from gpt4all_api.engines.prompt_cache import (
@@ -58,11 +59,12 @@ from gpt4all_api.engines.prompt_cache import (
 )
 from gpt4all_api.engines.state_cache import (
     MIN_SAVE_TOKENS,
+    SavedContext,
     StateScratch,
     StateStore,
     restore,
     save,
-    token_capacity,
+    token_room,
 )
 from gpt4all_api.engines.worker import Job
 from gpt4all_api.errors import ContextLengthExceeded, InvalidRequest
@@ -151,6 +153,7 @@ class Gpt4AllEngine(LocalEngine):
             if serving.prompt_cache and serving.state_cache_mb > 0
             else None
         )
+        self.tiers: KvTiers | None = None  # saved contexts on disk and in Redis (kv_tiers)
         self._slots: list[Slot] = []
         self._pool: SlotPool | None = None
 
@@ -183,6 +186,9 @@ class Gpt4AllEngine(LocalEngine):
             raise
         self._slots = slots
         self._pool = SlotPool(slots, self.n_threads or default_threads())
+        self.tiers = await asyncio.to_thread(
+            KvTiers.open, self.serving, self.path, self.n_ctx, self.n_batch
+        )
         meta = self.metadata
         self.template = chat_template_from_metadata(
             meta.chat_template if meta else None,
@@ -205,6 +211,9 @@ class Gpt4AllEngine(LocalEngine):
     async def close(self) -> None:
         slots, self._slots, self._pool = self._slots, [], None
         await self._close_slots(slots)
+        tiers, self.tiers = self.tiers, None
+        if tiers is not None:  # after the slots: what they queued is written first
+            await asyncio.to_thread(tiers.close)
 
     @staticmethod
     async def _close_slots(slots: list[Slot]) -> None:
@@ -241,6 +250,7 @@ class Gpt4AllEngine(LocalEngine):
             "structured": self.structured.as_dict(),
             # (an empty store is falsy: it has a length)
             "saved_contexts": self.store.as_dict() if self.store is not None else None,
+            "kv_tiers": self.tiers.as_dict() if self.tiers is not None else None,
         }
 
     async def health(self) -> dict[str, Any]:
@@ -390,7 +400,10 @@ class Gpt4AllEngine(LocalEngine):
             except BaseException as exc:
                 emit(_End(exc))
             else:
+                finished = not job.cancelled.is_set()
                 emit(_End())
+                if finished:
+                    self._publish(slot)
 
         job = slot.worker.submit(run)
         self._release_when_done(slot, job)
@@ -450,7 +463,7 @@ class Gpt4AllEngine(LocalEngine):
             if caching
             else Boundary(0, 0, True)
         )
-        if self.store is not None and caching:
+        if (self.store is not None or self.tiers is not None) and caching:
             start = self._swap_state(slot, key, starts, start)
             cache = slot.cache
         cache.cut(start)
@@ -485,14 +498,27 @@ class Gpt4AllEngine(LocalEngine):
 
     def _swap_state(self, slot: Slot, key: bytes, starts: set[int], live: Boundary) -> Boundary:
         """Keep the slot's conversation before a request overwrites most of it, and bring
-        back a saved one that this request continues further than the slot does."""
-        assert self.store is not None
+        back a saved one (from RAM, else from disk or the shared tier) that this request
+        continues further than the slot does."""
         lm = slot.model.model
         cache = slot.cache
         exact = self.serving.prompt_cache_exact
-        found = self.store.take(key, starts, exact, live.n_past + 32, token_capacity(lm))
+        if not lm.context.tokens:
+            self._prime(slot)
+        room = token_room(lm, self.n_ctx)
+        found = None
+        if self.store is not None:
+            found = self.store.take(key, starts, exact, live.n_past + 32, room)
+        if self.tiers is not None:
+            further = self._fetch(key, starts, found[1] if found else live, room)
+            if further is not None:
+                if found is not None and self.store is not None:
+                    self.store.put(found[0])
+                found = further
         lost = cache.n_past - live.n_past
-        if (lost >= MIN_SAVE_TOKENS and lost > live.n_past) or found is not None:
+        if self.store is not None and (
+            (lost >= MIN_SAVE_TOKENS and lost > live.n_past) or found is not None
+        ):
             if slot.scratch is None:
                 slot.scratch = StateScratch(lm.model)
             saved = save(lm, slot.scratch, cache)
@@ -501,11 +527,51 @@ class Gpt4AllEngine(LocalEngine):
         if found is None:
             return live
         entry, boundary = found
-        if not restore(lm, entry, boundary):
-            self.store.put(entry)
+        if not restore(lm, entry, boundary, self.n_ctx):
+            if self.store is not None:
+                self.store.put(entry)
             return live
         slot.cache = entry.cache
         return boundary
+
+    def _fetch(
+        self, key: bytes, starts: set[int], floor: Boundary, room: int
+    ) -> tuple[SavedContext, Boundary] | None:
+        """A saved context from disk or the shared tier reaching further than ``floor``."""
+        assert self.tiers is not None
+        saved = self.tiers.fetch(key, starts, floor.offset)
+        if saved is None:
+            return None
+        exact = self.serving.prompt_cache_exact
+        boundary = saved.cache.match(key, starts, exact, max_n_past=room)
+        return (saved, boundary) if boundary.n_past > floor.n_past + 32 else None
+
+    def _prime(self, slot: Slot) -> None:
+        """Evaluate one token in a context that never held any, so that its token vector
+        has storage to check (``state_cache.token_room``) before a restore."""
+        lm = slot.model.model
+        lm.context.n_past = 0
+        slot.apply_threads()
+        prompt_call(lm, b" ", False, lambda _: True, lambda _t, _p: False, allow_shift=False)
+
+    def _publish(self, slot: Slot) -> None:
+        """Worker thread, after the answer is out: hand the slot's context to the disk and
+        shared tiers (a copy; the writer thread does the rest)."""
+        tiers = self.tiers
+        if tiers is None or not self.serving.prompt_cache:
+            return
+        try:
+            hashes = tiers.publishable(slot.cache)
+            if not hashes:
+                return
+            lm = slot.model.model
+            if slot.scratch is None:
+                slot.scratch = StateScratch(lm.model)
+            saved = save(lm, slot.scratch, slot.cache)
+            if saved is not None:
+                tiers.publish(saved, hashes)
+        except Exception:  # the answer was sent: a failed save only costs the tiers an entry
+            logger.exception("cannot save the context for the disk and shared tiers")
 
     def _evaluate(self, slot: Slot, job: Job, data: bytes, special: bool) -> bool:
         """Evaluate one prompt segment at ``n_past``; False when cancelled."""

@@ -10,8 +10,11 @@ The C API restores the llama.cpp state but not gpt4all's token list (``PromptCon
 which the backend checks ``n_past`` against and tokenizes and penalizes from). It is a
 ``std::vector<int32_t>`` right after the model pointer in the handle's ``LLModelWrapper``
 (gpt4all 2.8.2): ``restore`` checks that layout against the pointer and size the bindings
-report, writes the ids into the vector's existing capacity, and declines when either does
-not hold, so the worst case is evaluating again.
+report and declines when it does not hold, so the worst case is evaluating again. When
+the vector's storage is too small (a slot that never held that many tokens, e.g. a fresh one
+restoring a conversation saved by another process), it is replaced by a ``malloc``'ed one:
+libstdc++'s and libc++'s ``std::allocator`` free with ``free()``, so the vector later frees
+it as its own.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ctypes
 import functools
 import logging
 import mmap
+import os
 import threading
 from array import array
 from collections import OrderedDict
@@ -85,9 +89,44 @@ def _token_vector(lm: Any) -> Any | None:
     return words
 
 
-def token_capacity(lm: Any) -> int:
+@functools.cache
+def _libc() -> Any | None:
+    """``malloc``/``free`` of the C library the backend's allocator uses (POSIX only)."""
+    if os.name != "posix":  # pragma: no cover - Linux and macOS are served
+        return None
+    libc = ctypes.CDLL(None)
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.free.restype = None
+    return libc
+
+
+def token_room(lm: Any, n_ctx: int) -> int:
+    """Most token ids ``restore`` can put into the slot's context: ``n_ctx`` when its token
+    vector can be checked (and so grown), else 0. A slot that never evaluated anything has
+    no vector storage to check it by: the engine evaluates one token first."""
     words = _token_vector(lm)
-    return 0 if words is None else (words[3] - words[1]) // 4
+    if words is None:
+        return 0
+    capacity = (words[3] - words[1]) // 4
+    return max(capacity, n_ctx) if _libc() is not None else capacity
+
+
+def _grow(lm: Any, words: Any, capacity: int) -> bool:
+    """Replace the token vector's storage by a ``malloc``'ed one of ``capacity`` ids holding
+    the same ids, and free the old one (the vector frees the new one as its own)."""
+    libc = _libc()
+    new = libc.malloc(capacity * 4) if libc is not None else None
+    if not new:
+        return False
+    size = words[2] - words[1]
+    ctypes.memmove(new, words[1], size)
+    old = words[1]
+    words[1], words[2], words[3] = new, new + size, new + capacity * 4
+    lm.context.tokens = ctypes.cast(new, ctypes.POINTER(ctypes.c_int32))
+    libc.free(old)
+    return True
 
 
 @dataclass(slots=True)
@@ -171,16 +210,19 @@ def save(lm: Any, scratch: StateScratch, cache: ContextCache) -> SavedContext | 
     n = cache.n_past
     if n < MIN_SAVE_TOKENS or lm.context is None or lm.context.tokens_size < n:
         return None
-    tokens = array("i", (lm.context.tokens[i] for i in range(n)))
+    tokens = array("i")
+    tokens.frombytes(ctypes.string_at(lm.context.tokens, n * 4))
     return SavedContext(cache.copy(), tokens, scratch.save(lm.model))
 
 
-def restore(lm: Any, saved: SavedContext, boundary: Boundary) -> bool:
+def restore(lm: Any, saved: SavedContext, boundary: Boundary, n_ctx: int) -> bool:
     """Put ``saved`` back into the slot's context up to ``boundary``; False if the token
     vector cannot take it (nothing was changed then)."""
     words = _token_vector(lm)
     n = boundary.n_past
-    if words is None or (words[3] - words[1]) // 4 < n:
+    if words is None or n > len(saved.tokens):
+        return False
+    if (words[3] - words[1]) // 4 < n and not _grow(lm, words, max(n, n_ctx)):
         return False
     api = _c_api()
     api.llmodel_restore_state_data(lm.model, saved.data)  # read only: no copy needed

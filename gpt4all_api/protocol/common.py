@@ -45,6 +45,12 @@ class SamplingFields(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     user: str | None = Field(None, description="Accepted and ignored.")
+    prompt_cache_key: str | None = Field(
+        None,
+        description="Accepted. The server itself needs no key to reuse a prompt; a load "
+        "balancer in front of several replicas (deploy/haproxy.cfg) routes by it, so that a "
+        "conversation returns to the replica holding its context.",
+    )
     # gpt4all extras
     top_k: int | None = Field(None, ge=0, le=100000, description="gpt4all: top-k sampling.")
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="gpt4all: min-p sampling.")

@@ -289,7 +289,9 @@ class CreateResponseRequest(TextChecked):
         None, min_length=1, max_length=256, description="Continue a stored response."
     )
     prompt: dict[str, Any] | None = Field(None, description="Not supported (prompt templates).")
-    prompt_cache_key: str | None = Field(None, description="Accepted and ignored.")
+    prompt_cache_key: str | None = Field(
+        None, description="Accepted; a load balancer in front of replicas routes by it."
+    )
     reasoning: dict[str, Any] | None = Field(None, description="Not supported.")
     safety_identifier: str | None = Field(None, max_length=64, description="Accepted, ignored.")
     service_tier: str | None = Field(None, description="Accepted and ignored.")

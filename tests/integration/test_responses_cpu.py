@@ -207,6 +207,22 @@ def test_store_false_is_not_kept(server: Server, client: openai.OpenAI) -> None:
     assert err["code"] == "response_not_found"
 
 
+def test_stored_responses_name_their_id_before_the_body(server: Server) -> None:
+    """``x-response-id`` comes with the headers, streamed too, so a load balancer can learn
+    where a response lives; responses that are not stored have none."""
+    plain = post(server, {"input": "hi", "prompt_cache_key": "conversation-1"})
+    assert plain.status_code == 200
+    assert plain.headers["x-response-id"] == plain.json()["id"]
+    with httpx.stream(
+        "POST", server.v1 + "/responses", json={"model": TINY, "input": "hi", "stream": True}
+    ) as streamed:
+        assert streamed.status_code == 200
+        rid = streamed.headers["x-response-id"]
+        body = streamed.read().decode()
+    assert f'"id":"{rid}"' in body.replace(" ", "")
+    assert "x-response-id" not in post(server, {"input": "hi", "store": False}).headers
+
+
 def test_input_items_pagination(server: Server, client: openai.OpenAI) -> None:
     texts = [f"m{i}" for i in range(5)]
     r = client.responses.create(model=TINY, input=[{"role": "user", "content": t} for t in texts])

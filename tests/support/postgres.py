@@ -171,3 +171,13 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_database(server: PostgresServer) -> str:
+    """A new, empty database on ``server`` (left for the server's removal); its URL."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.url(name)

@@ -25,6 +25,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once it has exited."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class Server:
     base_url: str
@@ -44,10 +55,14 @@ class Server:
 
 @contextmanager
 def run_server(
-    env: dict[str, str], log_path: Path, timeout: float = 120.0, expect_healthy: bool = True
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float = 120.0,
+    expect_healthy: bool = True,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Run the server with ``env`` on a free port until the block ends."""
-    port = free_port()
+    """Run the server with ``env`` on ``port`` (default: a free one) until the block ends."""
+    port = port or free_port()
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -80,10 +95,4 @@ def run_server(
             time.sleep(0.1)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 30)

@@ -79,6 +79,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: Sent with every stored response, before the body (streamed ones too), so that a load
+#: balancer can learn which replica served it and send its continuations there
+#: (deploy/haproxy.cfg: ``stick store-response res.hdr(x-response-id)``).
+RESPONSE_ID_HEADER = "x-response-id"
+
+
+def _id_header(response: Response) -> dict[str, str]:
+    return {RESPONSE_ID_HEADER: response.id} if response.store else {}
+
+
 class ResponseStoreUnavailable(RuntimeError):
     """The response store cannot be opened at start-up (one line, the password hidden)."""
 
@@ -142,7 +152,7 @@ class ResponsesService:
                 response = await until_disconnected(
                     request, self._collect(engine, planned, base), self.shutdown
                 )
-                return JSONResponse(response.to_json())
+                return JSONResponse(response.to_json(), headers=_id_header(response))
             ticket = await until_disconnected(request, self._admit(engine), self.shutdown)
             held.callback(ticket.release)
             try:
@@ -156,6 +166,7 @@ class ResponsesService:
                 )
             except APIError as exc:
                 raise as_responses_error(exc) from None
+            reply.headers.update(_id_header(base))
             # From here the response owns the ticket and the lease.
             reply.hand_over(held.pop_all())
             return reply
