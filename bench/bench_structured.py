@@ -11,8 +11,9 @@ round (baseline, plain, structured) so machine noise hits all three alike:
 Effective tokens/s = completion tokens / (request time - baseline): the fixed text the
 grammar evaluates counts as output, which is the point (prompt evaluation is ~3x faster
 than decoding on these CPUs). Also printed: valid replies, and the decoder's rollbacks and
-repairs per reply (from /metrics). Prompt reuse is off so every request evaluates its
-prompt in full.
+repairs per reply (from /metrics), and replies cut by ``--max-tokens`` (``length``: counted
+neither valid nor invalid). Prompt reuse is off so every request evaluates its prompt in
+full.
 
     .venv/bin/python -m bench.bench_structured [--rounds 5] [--temperature 0.7]
 """
@@ -96,7 +97,7 @@ def main() -> None:
     ap.add_argument("--model", default=DEFAULT_CHAT_MODEL_FILE.removesuffix(".gguf"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--max-tokens", type=int, default=400)
+    ap.add_argument("--max-tokens", type=int, default=1000)
     args = ap.parse_args()
 
     env = {
@@ -111,7 +112,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, run_server(env, Path(tmp) / "server.log") as srv:
         client = httpx.Client(base_url=srv.base_url, timeout=600)
         before = structured_counters(client)
-        structured_replies = 0
         for model, question in CASES:
             schema = to_strict_json_schema(model)
             system = JsonOutput(compile_schema(schema, strict=True)).instruction()
@@ -125,7 +125,7 @@ def main() -> None:
             base_t: list[float] = []
             plain: list[tuple[int, float]] = []
             held: list[tuple[int, float]] = []
-            valid = 0
+            valid = cut = 0
             for _ in range(args.rounds):
                 t, body = timed(client, {**common, "messages": plain_messages, "max_tokens": 1})
                 base_t.append(t)
@@ -137,12 +137,13 @@ def main() -> None:
                 t, body = timed(client, {**held_body, "max_tokens": args.max_tokens})
                 assert body["usage"]["prompt_tokens"] == prompt_tokens, "prompts differ"
                 held.append((body["usage"]["completion_tokens"], t))
-                structured_replies += 1
+                choice = body["choices"][0]
+                if choice["finish_reason"] == "length":
+                    cut += 1
+                    continue
                 try:
-                    jsonschema.validate(
-                        json.loads(body["choices"][0]["message"]["content"]), schema
-                    )
-                    valid += body["choices"][0]["finish_reason"] == "stop"
+                    jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+                    valid += 1
                 except ValueError:
                     pass
             prompt_time = statistics.median(base_t)
@@ -160,7 +161,8 @@ def main() -> None:
                     "plain_tokens": statistics.mean(n for n, _ in plain),
                     "held_tps": rate(held),
                     "held_tokens": statistics.mean(n for n, _ in held),
-                    "valid": f"{valid}/{args.rounds}",
+                    "valid": f"{valid}/{args.rounds - cut}",
+                    "cut": cut,
                 }
             )
         after = structured_counters(client)
@@ -170,13 +172,13 @@ def main() -> None:
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     print(f"model {args.model}, temperature {args.temperature}, {args.rounds} rounds per case\n")
-    print(f"{'case':8} {'prompt s':>8} {'plain tok/s':>11} {'(tokens)':>8} "
-          f"{'held tok/s':>10} {'(tokens)':>8} {'ratio':>6} {'valid':>6}")  # fmt: skip
+    print(f"{'case':8} {'prompt s':>8} {'plain tok/s':>11} {'(tokens)':>8} {'held tok/s':>10} "
+          f"{'(tokens)':>8} {'ratio':>6} {'valid':>6} {'length':>6}")  # fmt: skip
     for r in rows:
         print(
             f"{r['case']:8} {r['prompt_s']:8.3f} {r['plain_tps']:11.1f} {r['plain_tokens']:8.0f} "
             f"{r['held_tps']:10.1f} {r['held_tokens']:8.0f} {r['held_tps'] / r['plain_tps']:6.2f} "
-            f"{r['valid']:>6}"
+            f"{r['valid']:>6} {r['cut']:>6}"
         )
     ratios = [r["held_tps"] / r["plain_tps"] for r in rows]
     outputs = max(delta("outputs"), 1.0)
