@@ -72,13 +72,14 @@ from gpt4all_api.model_store.gguf import GGUFSummary, probe_gguf
 from gpt4all_api.services.chat_template import ChatTemplate, chat_template_from_metadata
 from gpt4all_api.services.tools.render import call_markup, chat_prompt_input
 from gpt4all_api.structured import (
-    JsonOutput,
     Node,
     OutputConstraint,
     StructuredDecoder,
+    ToolCallOutput,
     tool_call_grammar,
 )
 from gpt4all_api.structured.decode import Cancelled
+from gpt4all_api.structured.grammar import Alt
 
 logger = logging.getLogger(__name__)
 
@@ -681,10 +682,13 @@ class Gpt4AllEngine(LocalEngine):
         return result.completion_tokens, result.finish_reason
 
     def _grammar(self, constraint: OutputConstraint) -> Node:
-        if isinstance(constraint, JsonOutput):
-            return constraint.value
         assert self.template is not None
-        return tool_call_grammar(call_markup(self.template), constraint.tools)
+        if isinstance(constraint, ToolCallOutput):
+            return tool_call_grammar(call_markup(self.template), constraint.tools)
+        if constraint.calls is None:
+            return constraint.value
+        call = tool_call_grammar(call_markup(self.template), constraint.calls.tools)
+        return Alt((call, constraint.value))
 
 
 #: A content holding none of these characters cannot contain a control token's text

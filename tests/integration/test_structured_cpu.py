@@ -203,8 +203,9 @@ def test_a_cut_reply_says_length(smol_client: openai.OpenAI) -> None:
         )
 
 
-@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
-def test_langchain_with_structured_output(smol_server: Server, method: str) -> None:
+@pytest.mark.parametrize("method", [None, "function_calling", "json_mode"])
+def test_langchain_with_structured_output(smol_server: Server, method: str | None) -> None:
+    """None: LangChain's default (``json_schema`` with strict, for ChatOpenAI)."""
     llm = ChatOpenAI(
         base_url=smol_server.v1, api_key=SecretStr("x"), model=SMOL, temperature=0.7, max_retries=0
     )
@@ -213,7 +214,8 @@ def test_langchain_with_structured_output(smol_server: Server, method: str) -> N
         question = "List three fruits and their colors as JSON."
     else:
         schema, question = Event, CASES[1][1]
-    structured = llm.with_structured_output(schema, method=method)  # type: ignore[arg-type]
+    kw: Any = {} if method is None else {"method": method}
+    structured = llm.with_structured_output(schema, **kw)
     for _ in range(2):
         out = structured.invoke(question)
         if method == "json_mode":
@@ -232,3 +234,35 @@ def test_repairs_are_in_metrics(smol_server: Server) -> None:
     assert values["gpt4all_api_structured_outputs_total"] >= 3 * SAMPLES
     assert "gpt4all_api_structured_repairs_total" in values
     assert "gpt4all_api_structured_rollbacks_total" in values
+
+
+def test_auto_tools_beside_a_response_format(smol_client: openai.OpenAI) -> None:
+    """What the OpenAI Agents SDK sends with ``output_type`` and tools: the reply is a
+    valid call or the valid JSON value, whichever the model starts."""
+    spec: Any = {"name": "Event", "schema": to_strict_json_schema(Event), "strict": True}
+    fmt: Any = {"type": "json_schema", "json_schema": spec}
+    kinds = set()
+    for question in ("What's the weather in Paris?", CASES[1][1], "What time is it in Tokyo?"):
+        r = smol_client.chat.completions.create(
+            model=SMOL,
+            messages=ask(question),
+            tools=WEATHER_TOOLS,
+            response_format=fmt,
+            temperature=0.7,
+        )
+        choice = r.choices[0]
+        if choice.message.tool_calls:
+            assert choice.finish_reason == "tool_calls"
+            for call in choice.message.tool_calls:
+                spec = next(
+                    t["function"]
+                    for t in WEATHER_TOOLS
+                    if t["function"]["name"] == call.function.name
+                )
+                jsonschema.validate(json.loads(call.function.arguments), spec["parameters"])
+            kinds.add("call")
+        else:
+            assert choice.finish_reason == "stop"
+            Event.model_validate_json(choice.message.content or "")
+            kinds.add("json")
+    assert kinds
