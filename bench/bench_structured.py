@@ -32,46 +32,11 @@ from typing import Any
 import httpx
 import jsonschema
 from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field
 
 from gpt4all_api.model_store import DEFAULT_CHAT_MODEL_FILE, DEFAULT_MODELS_DIR
 from gpt4all_api.structured import JsonOutput, compile_schema
 from tests.support.server import ROOT, run_server
-
-
-class Address(BaseModel):
-    city: str
-    zip_code: str | None
-
-
-class Person(BaseModel):
-    name: str
-    age: int
-    favorite_color: str = Field(json_schema_extra={"enum": ["red", "green", "blue"]})
-    address: Address
-    hobbies: list[str]
-
-
-class Event(BaseModel):
-    title: str
-    attendees: list[str]
-    priority: int = Field(description="1 (low) to 5 (high)")
-    done: bool
-
-
-class Recipe(BaseModel):
-    name: str
-    ingredients: list[str]
-    minutes: int
-    vegetarian: bool
-    notes: str | None
-
-
-CASES: list[tuple[type[BaseModel], str]] = [
-    (Person, "Tell me about a person who lives in Paris."),
-    (Event, "Alice and Bob are meeting on Friday to discuss the budget."),
-    (Recipe, "Give me a recipe for pancakes."),
-]
+from tests.support.structured_cases import CASES
 
 
 def structured_counters(client: httpx.Client) -> dict[str, float]:

@@ -78,7 +78,7 @@ from gpt4all_api.structured import (
     ToolCallOutput,
     tool_call_grammar,
 )
-from gpt4all_api.structured.decode import Cancelled
+from gpt4all_api.structured.decode import Cancelled, NoRoom
 from gpt4all_api.structured.grammar import Alt
 
 logger = logging.getLogger(__name__)
@@ -576,33 +576,23 @@ class Gpt4AllEngine(LocalEngine):
 
     def _evaluate(self, slot: Slot, job: Job, data: bytes, special: bool) -> bool:
         """Evaluate one prompt segment at ``n_past``; False when cancelled."""
-        lm = slot.model.model
-        count = 0
-        overflow = False
-
-        def on_prompt(_: int) -> bool:
-            nonlocal count
-            count += 1
-            return not job.cancelled.is_set()
-
-        def on_response(token_id: int, _: bytes) -> bool:
-            nonlocal overflow
-            overflow = token_id == -1
+        try:
+            self._context_tokens(slot, job).evaluate(data, special)
+        except Cancelled:
             return False
-
-        before = lm.context.n_past
-        lm.context.n_predict = 0
-        slot.apply_threads()
-        prompt_call(lm, data, special, on_prompt, on_response, allow_shift=False)
-        if overflow:
-            raise _PromptTooLong()
-        if job.cancelled.is_set():
-            return False
-        if count == 0:
-            raise _PromptTooLong()  # no room left: the backend refused it (no shift)
-        if lm.context.n_past != before + count:
-            raise RuntimeError(f"context at {lm.context.n_past}, expected {before + count}")
+        except NoRoom:  # over the context (no shift): the backend evaluated nothing
+            raise _PromptTooLong() from None
         return True
+
+    def _context_tokens(self, slot: Slot, job: Job) -> ContextTokens:
+        meta = self.metadata
+        return ContextTokens(
+            slot.model.model,
+            self.n_ctx,
+            meta.control_tokens if meta else frozenset(),
+            job.cancelled.is_set,
+            slot.apply_threads,
+        )
 
     def _sample(
         self,
@@ -658,17 +648,9 @@ class Gpt4AllEngine(LocalEngine):
         """A reply held to ``request.constraint`` (``structured.decode``): the text it
         fixes is evaluated, what the model chooses is sampled and checked."""
         assert request.constraint is not None
-        meta = self.metadata
-        backend = ContextTokens(
-            slot.model.model,
-            self.n_ctx,
-            meta.control_tokens if meta else frozenset(),
-            job.cancelled.is_set,
-            slot.apply_threads,
-        )
         decoder = StructuredDecoder(
             self._grammar(request.constraint),
-            backend,
+            self._context_tokens(slot, job),
             max_tokens=request.params.max_tokens,
             emit=lambda text, tokens: emit(Token(text, tokens)),
             interrupted=lambda: job.cancelled.is_set() or stop.is_set(),

@@ -73,7 +73,9 @@ class ContextTokens:
     def rewind(self, n_past: int) -> None:
         self.lm.context.n_past = n_past
 
-    def evaluate(self, text: str, special: bool) -> int:
+    def evaluate(self, text: str | bytes, special: bool) -> int:
+        """(``bytes``: a prompt segment as the engine keeps it.)"""
+        data = text.encode() if isinstance(text, str) else text
         lm = self.lm
         before = lm.context.n_past
         count = 0
@@ -91,12 +93,12 @@ class ContextTokens:
 
         lm.context.n_predict = 0
         self.before_call()
-        prompt_call(lm, text.encode(), special, on_prompt, on_response, allow_shift=False)
-        if self.cancelled():
-            raise Cancelled()
-        if refused or (count == 0 and text):
+        prompt_call(lm, data, special, on_prompt, on_response, allow_shift=False)
+        if refused or (count == 0 and data):
             lm.context.n_past = before
             raise NoRoom()
+        if self.cancelled():
+            raise Cancelled()
         if lm.context.n_past != before + count:
             raise RuntimeError(f"context at {lm.context.n_past}, expected {before + count}")
         return count

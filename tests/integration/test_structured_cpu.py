@@ -5,7 +5,6 @@ parses and validates, streamed or not, and a cut one says ``length``."""
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -14,53 +13,15 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, SecretStr
 
 from tests.support.fixtures import SMOL
 from tests.support.server import Server
+from tests.support.structured_cases import CASES, Event, Person
 
 SAMPLES = 10
 
 
-class Color(StrEnum):
-    RED = "red"
-    GREEN = "green"
-    BLUE = "blue"
-
-
-class Address(BaseModel):
-    city: str
-    zip_code: str | None
-
-
-class Person(BaseModel):
-    name: str
-    age: int
-    favorite_color: Color
-    address: Address
-    hobbies: list[str]
-
-
-class Event(BaseModel):
-    title: str
-    attendees: list[str]
-    priority: int = Field(description="1 (low) to 5 (high)")
-    done: bool
-
-
-class Recipe(BaseModel):
-    name: str
-    ingredients: list[str]
-    minutes: int
-    vegetarian: bool
-    notes: str | None
-
-
-CASES: list[tuple[type[BaseModel], str]] = [
-    (Person, "Tell me about a person who lives in Paris."),
-    (Event, "Alice and Bob are meeting on Friday to discuss the budget."),
-    (Recipe, "Give me a recipe for pancakes."),
-]
 WEATHER_TOOLS: list[Any] = [
     {
         "type": "function",
