@@ -295,9 +295,11 @@ class Gpt4AllEngine(LocalEngine):
         return [Segment(request.prompt.encode(), False)]
 
     def implicit_stops(self, request: GenerationRequest) -> tuple[str, ...]:
-        """End-of-turn markers that end a chat reply even when they are not the EOS token."""
+        """End-of-turn markers that end a chat reply even when they are not the EOS token.
+        None for a structured reply: the decoder ends it where the grammar does, and a
+        string value may hold such a marker's text (written out, never as the token)."""
         if request.messages is not None and self.template is not None:
-            return self.template.end_of_turn
+            return self.template.end_of_turn if request.constraint is None else ()
         return ()
 
     def _reusable(self, slot: Slot, key: bytes, starts: set[int]) -> int:

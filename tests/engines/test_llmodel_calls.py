@@ -164,3 +164,12 @@ def test_max_tokens_cuts_a_structure(
 ) -> None:
     text, done = stream(loop, engine, structured({"const": {"abc": 1}}, max_tokens=4))
     assert (text, done.finish_reason, done.completion_tokens) == ('{"ab', "length", 4)
+
+
+def test_end_of_turn_text_inside_a_value_does_not_end_the_reply(
+    loop: asyncio.AbstractEventLoop, engine: Gpt4AllEngine
+) -> None:
+    """``<|im_end|>`` written out inside a const string is a value, not the end of turn."""
+    req = structured({"const": {"s": "a<|im_end|>b"}})
+    assert engine.implicit_stops(req) == ()
+    assert engine.implicit_stops(dataclasses.replace(req, constraint=None)) == ("<|im_end|>",)
