@@ -88,6 +88,18 @@ def test_responses_parse_replies_are_always_valid(smol_client: openai.OpenAI) ->
             assert r.usage is not None and r.usage.output_tokens > 0
 
 
+def test_responses_stream_helper(smol_client: openai.OpenAI) -> None:
+    """``responses.stream(text_format=...)``: the official event sequence, then the parsed
+    final response."""
+    with smol_client.responses.stream(
+        model=SMOL, input=CASES[0][1], text_format=Person, temperature=0.7
+    ) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.status == "completed" and isinstance(final.output_parsed, Person)
+    assert "".join(deltas) == final.output_text
+
+
 def test_streamed_deltas_make_the_same_json(smol_client: openai.OpenAI) -> None:
     """Greedy: the streamed deltas concatenate to the non-streamed reply, valid JSON; the
     usage chunk counts the same tokens."""
