@@ -76,31 +76,15 @@ class ContextTokens:
     def evaluate(self, text: str | bytes, special: bool) -> int:
         """(``bytes``: a prompt segment as the engine keeps it.)"""
         data = text.encode() if isinstance(text, str) else text
-        lm = self.lm
-        before = lm.context.n_past
-        count = 0
-        refused = False
-
-        def on_prompt(_: int) -> bool:
-            nonlocal count
-            count += 1
-            return not self.cancelled()
-
-        def on_response(token_id: int, _: bytes) -> bool:
-            nonlocal refused
-            refused = token_id == -1
-            return False
-
-        lm.context.n_predict = 0
-        self.before_call()
-        prompt_call(lm, data, special, on_prompt, on_response, allow_shift=False)
+        before = self.lm.context.n_past
+        count, _, refused = self._call(data, special, self.n_ctx, None)
         if refused or (count == 0 and data):
-            lm.context.n_past = before
+            self.lm.context.n_past = before
             raise NoRoom()
         if self.cancelled():
             raise Cancelled()
-        if lm.context.n_past != before + count:
-            raise RuntimeError(f"context at {lm.context.n_past}, expected {before + count}")
+        if self.lm.context.n_past != before + count:
+            raise RuntimeError(f"context at {self.lm.context.n_past}, expected {before + count}")
         return count
 
     @property
@@ -113,9 +97,27 @@ class ContextTokens:
         on_token: Callable[[int, bytes], bool],
         prefix: tuple[str, bool] | None = None,
     ) -> None:
-        lm = self.lm
-        before = lm.context.n_past
+        before = self.lm.context.n_past
         text, special = prefix if prefix is not None else ("", False)
+        data = text.encode()
+        count, generated, refused = self._call(data, special, limit, on_token)
+        if data and self.cancelled() and generated == 0:
+            raise Cancelled()
+        if refused or count > limit or (data and count == 0):
+            self.lm.context.n_past = before
+            raise NoRoom()
+
+    def _call(
+        self,
+        data: bytes,
+        special: bool,
+        limit: int,
+        on_token: Callable[[int, bytes], bool] | None,
+    ) -> tuple[int, int, bool]:
+        """One backend call: evaluate ``data`` (stopping past ``limit`` tokens), then, with
+        ``on_token``, sample while prompt and sampled tokens stay within ``limit``. Returns
+        (prompt tokens, sampled tokens, refused: the backend found no room for ``data``);
+        ``prefix_tokens`` follows the prompt count during the call."""
         self._prefix_tokens = 0
         generated = 0
         refused = False
@@ -129,19 +131,17 @@ class ContextTokens:
             if token_id == -1:
                 refused = True
                 return False
+            if on_token is None:
+                return False
             generated += 1
             keep_going = on_token(token_id, piece)
             self.before_call()
             return keep_going and self._prefix_tokens + generated < limit
 
-        lm.context.n_predict = limit
+        self.lm.context.n_predict = limit if on_token is not None else 0
         self.before_call()
-        prompt_call(lm, text.encode(), special, on_prompt, on_response, allow_shift=False)
-        if text and self.cancelled() and generated == 0:
-            raise Cancelled()
-        if refused or self._prefix_tokens > limit or (text and self._prefix_tokens == 0):
-            lm.context.n_past = before
-            raise NoRoom()
+        prompt_call(self.lm, data, special, on_prompt, on_response, allow_shift=False)
+        return self._prefix_tokens, generated, refused
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self.control_tokens

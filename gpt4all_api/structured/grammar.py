@@ -11,6 +11,7 @@ reads back in the next turn is what a template renders from the parsed value.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -172,7 +173,9 @@ def _min_len(node: Node, seen: dict[int, int]) -> int:
     if isinstance(node, Arr):
         return 2 + node.min_items * (min_len(node.item, seen) + 2)
     if isinstance(node, Obj):
-        return 2 + sum(len(p.name) + 6 + min_len(p.value, seen) for p in node.props if p.required)
+        return 2 + sum(
+            len(key_text(p.name, True)) + min_len(p.value, seen) for p in node.props if p.required
+        )
     if isinstance(node, MapObj):
         return 2
     if isinstance(node, AnyValue):
@@ -180,6 +183,11 @@ def _min_len(node: Node, seen: dict[int, int]) -> int:
     if isinstance(node, Ref):
         return min_len(node.target, seen) if node.target is not None else 1 << 20
     raise TypeError(f"not a grammar node: {node!r}")
+
+
+def key_text(name: str, written: bool) -> str:
+    """A property's fixed text: ``"name": `` (after ``, `` when a property came before)."""
+    return (", " if written else "") + json.dumps(name, ensure_ascii=False) + ": "
 
 
 def int_low(v: Fraction, excluded: bool) -> int:

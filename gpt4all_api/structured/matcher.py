@@ -16,7 +16,6 @@ that it can be evaluated as prompt text instead of generated.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -36,6 +35,7 @@ from gpt4all_api.structured.grammar import (
     Str,
     int_high,
     int_low,
+    key_text,
     min_len,
 )
 
@@ -525,10 +525,6 @@ class ArrK(Frame):
         return 1 + missing * (min_len(self.node.item, memo) + 2)
 
 
-def _key(name: str, written: bool) -> str:
-    return (", " if written else "") + json.dumps(name, ensure_ascii=False) + ": "
-
-
 @dataclass(frozen=True, slots=True)
 class ObjK(Frame):
     """After ``{`` (nothing ``written``) or after a property; ``idx``: the next property
@@ -545,7 +541,7 @@ class ObjK(Frame):
         for j in range(self.idx, len(props)):
             p = props[j]
             after: Stack = (ObjK(self.node, j + 1, True), rest)
-            options.append((LitF(_key(p.name, self.written)), (NodeK(p.value), after)))
+            options.append((LitF(key_text(p.name, self.written)), (NodeK(p.value), after)))
             if p.required:
                 break
         else:
@@ -554,7 +550,7 @@ class ObjK(Frame):
 
     def min_left(self, memo: dict[int, int]) -> int:
         return 1 + sum(
-            len(_key(p.name, True)) + min_len(p.value, memo)
+            len(key_text(p.name, True)) + min_len(p.value, memo)
             for p in self.node.props[self.idx :]
             if p.required
         )
